@@ -1,0 +1,38 @@
+# docnum developer tasks. Work as root or as an ordinary user.
+#
+#   make setup   create .venv (if missing or unusable) and install docnum with its dev extras
+#   make demo    run the demo against $DOCNUM_DSN, or the embedded PostgreSQL when it is unset
+#   make test    run the test suite (same database rule)
+#   make lint    ruff and mypy
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.docnum-installed
+PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
+
+.PHONY: setup demo test lint
+
+setup: $(STAMP)
+
+# Reinstall only when the dependencies change; a venv whose interpreter no longer runs is rebuilt.
+$(STAMP): pyproject.toml
+	@if ! $(BIN)/python -c 'import sys' >/dev/null 2>&1; then \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		rm -rf $(VENV); \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	@echo "installing docnum[dev] into $(VENV)"
+	@$(PIP) install -e ".[dev]"
+	@touch $@
+
+demo: setup
+	$(BIN)/docnum demo
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy

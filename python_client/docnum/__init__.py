@@ -1,0 +1,51 @@
+"""docnum: gapless, auditable document numbering inside PostgreSQL.
+
+The numbering itself lives in the database (schema ``docnum``, see docs/sql-api.md); this package is a
+thin client::
+
+    from docnum import Numbering
+
+    numbering = Numbering(pool)
+    with numbering.reservation("COR", actor="alice") as held:
+        save_document(held.document_number)
+        held.confirm(document_ref="DOC-1")
+"""
+
+from __future__ import annotations
+
+from docnum.client import AsyncNumbering, AsyncReservationHandle, Numbering, ReservationHandle
+from docnum.errors import (
+    ConfigNotFound,
+    DocnumError,
+    DuplicateNumber,
+    InvalidArgument,
+    InvalidStateTransition,
+    LockTimeout,
+    ManualOverrideNotAllowed,
+    NumberingUnavailable,
+    ReservationExpired,
+    SequenceExhausted,
+    TypeAlreadyExists,
+)
+from docnum.models import AuditEntry, DocumentType, Reservation
+
+__all__ = [
+    "AsyncNumbering",
+    "AsyncReservationHandle",
+    "AuditEntry",
+    "ConfigNotFound",
+    "DocnumError",
+    "DocumentType",
+    "DuplicateNumber",
+    "InvalidArgument",
+    "InvalidStateTransition",
+    "LockTimeout",
+    "ManualOverrideNotAllowed",
+    "Numbering",
+    "NumberingUnavailable",
+    "Reservation",
+    "ReservationExpired",
+    "ReservationHandle",
+    "SequenceExhausted",
+    "TypeAlreadyExists",
+]

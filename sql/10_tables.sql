@@ -1,0 +1,177 @@
+-- docnum: types, tables and the constraints that carry the invariants.
+-- A number can exist once (per counter and as rendered text, across the whole database); every row states how it
+-- was issued and what became of it; the audit log only ever grows.
+
+CREATE TYPE docnum.reservation AS (
+    token           uuid,
+    document_number text,
+    sequence_value  bigint,
+    expires_at      timestamptz
+);
+
+CREATE TABLE docnum.document_type (
+    code                  text PRIMARY KEY
+                          CONSTRAINT document_type_code_check CHECK (code ~ '^[A-Z][A-Z0-9_]{0,29}$'),
+    format                text NOT NULL CHECK (length(format) BETWEEN 1 AND 200),
+    scope                 text NOT NULL CHECK (scope IN ('GLOBAL', 'PROJECT', 'CONTRACT', 'YEARLY', 'MONTHLY')),
+    reset                 text NOT NULL CHECK (reset IN ('NEVER', 'YEARLY', 'MONTHLY')),
+    time_zone             text NOT NULL,
+    max_value             bigint NOT NULL CHECK (max_value > 0),
+    reservation_ttl       interval NOT NULL
+                          CHECK (reservation_ttl > interval '0' AND reservation_ttl <= interval '7 days'),
+    lock_timeout          interval CHECK (lock_timeout > interval '0' AND lock_timeout <= interval '1 hour'),
+    allow_manual_override boolean NOT NULL DEFAULT false,
+    metadata              jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    -- Derived from format by docnum._compile_format(); never set by hand.
+    render_head           text NOT NULL,   -- text before {SEQ}, {TYPE} already substituted
+    render_tail           text NOT NULL,   -- text after {SEQ}, {TYPE} already substituted
+    seq_width             integer NOT NULL CHECK (seq_width BETWEEN 0 AND 18),
+    parse_pattern         text NOT NULL,   -- anchored regular expression that reads a number back
+    parse_groups          text[] NOT NULL, -- the token captured by each group of parse_pattern
+    -- A scope value is needed exactly for PROJECT and CONTRACT; YEARLY and MONTHLY scopes reset accordingly.
+    CONSTRAINT document_type_scope_reset_check CHECK (
+        (scope = 'YEARLY' AND reset = 'YEARLY') OR (scope = 'MONTHLY' AND reset = 'MONTHLY')
+        OR scope IN ('GLOBAL', 'PROJECT', 'CONTRACT'))
+);
+COMMENT ON TABLE docnum.document_type IS 'One numbering configuration per document type';
+
+CREATE TABLE docnum.counter (
+    counter_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY
+                  -- advisory locks use the two-int4 key form (class, counter_id): ids must fit in int4
+                  CHECK (counter_id BETWEEN 1 AND 2147483647),
+    document_type text NOT NULL REFERENCES docnum.document_type (code),
+    scope_value   text NOT NULL DEFAULT '',
+    period        text NOT NULL DEFAULT '' CHECK (period ~ '^([0-9]{4}(-(0[1-9]|1[0-2]))?)?$'),
+    current_value bigint NOT NULL DEFAULT 0 CHECK (current_value >= 0),
+    last_used_at  timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT counter_key UNIQUE (document_type, scope_value, period)
+);
+COMMENT ON TABLE docnum.counter IS 'One counter per (document type, scope value, period)';
+
+CREATE TABLE docnum.ledger (
+    number_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    document_type      text NOT NULL REFERENCES docnum.document_type (code),
+    counter_id         bigint REFERENCES docnum.counter (counter_id),
+    sequence_value     bigint CHECK (sequence_value > 0),
+    document_number    text NOT NULL CHECK (length(document_number) BETWEEN 1 AND 300),
+    state              text NOT NULL CHECK (state IN ('reserved', 'confirmed', 'cancelled', 'expired',
+                                                      'voided', 'overridden', 'imported')),
+    token              uuid,
+    actor              text,
+    document_ref       text,
+    metadata           jsonb,
+    issued_at          timestamptz NOT NULL DEFAULT now(),
+    expires_at         timestamptz,
+    confirmed_at       timestamptz,
+    cancelled_at       timestamptz,
+    expired_at         timestamptz,
+    voided_at          timestamptz,
+    cancel_reason      text,
+    void_reason        text,
+    replaces_number_id bigint REFERENCES docnum.ledger (number_id),
+    replaced_by_number_id bigint REFERENCES docnum.ledger (number_id),
+    CONSTRAINT ledger_document_number_key UNIQUE (document_number),
+    CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value),
+    CONSTRAINT ledger_token_key UNIQUE (token),
+    CONSTRAINT ledger_counter_pair_check CHECK ((counter_id IS NULL) = (sequence_value IS NULL)),
+    CONSTRAINT ledger_unparsed_check CHECK (counter_id IS NOT NULL OR state IN ('overridden', 'voided')),
+    CONSTRAINT ledger_reserved_check CHECK (state <> 'reserved' OR (token IS NOT NULL AND expires_at IS NOT NULL)),
+    CONSTRAINT ledger_expiry_check CHECK (expires_at IS NULL OR expires_at > issued_at),
+    CONSTRAINT ledger_confirmed_check CHECK (state <> 'confirmed' OR confirmed_at IS NOT NULL),
+    CONSTRAINT ledger_cancelled_check CHECK (state <> 'cancelled' OR cancelled_at IS NOT NULL),
+    CONSTRAINT ledger_expired_check CHECK (state <> 'expired' OR expired_at IS NOT NULL),
+    CONSTRAINT ledger_voided_check CHECK (state <> 'voided' OR voided_at IS NOT NULL)
+);
+COMMENT ON TABLE docnum.ledger IS 'Every number ever issued, with its state; a number is never issued twice';
+-- The sweep of expired reservations reads only live reservations.
+CREATE INDEX ledger_reserved_expiry_idx ON docnum.ledger (expires_at) WHERE state = 'reserved';
+
+CREATE TABLE docnum.audit_log (
+    audit_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    occurred_at       timestamptz NOT NULL DEFAULT now(),
+    operation         text NOT NULL CHECK (operation ~ '^[A-Z_]+$'),
+    document_type     text,
+    document_number   text,
+    scope_value       text,
+    actor             text,
+    session_user_name text NOT NULL DEFAULT session_user,
+    client_addr       inet DEFAULT inet_client_addr(),
+    application_name  text DEFAULT current_setting('application_name'),
+    old_value         jsonb,
+    new_value         jsonb,
+    metadata          jsonb
+);
+COMMENT ON TABLE docnum.audit_log IS 'Append-only record of every docnum operation';
+CREATE INDEX audit_log_number_idx ON docnum.audit_log (document_number);
+CREATE INDEX audit_log_time_idx ON docnum.audit_log (occurred_at);
+
+-- The audit log only grows: UPDATE, DELETE and TRUNCATE fail for every role, the owner included.
+CREATE FUNCTION docnum._audit_log_is_append_only() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'docnum.audit_log is append-only'
+        USING ERRCODE = 'NB009',
+              DETAIL = pg_catalog.format('%s on docnum.audit_log was refused.', TG_OP),
+              HINT = 'Audit rows are never changed or removed; record a correcting operation instead.';
+END
+$$;
+
+CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON docnum.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION docnum._audit_log_is_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON docnum.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION docnum._audit_log_is_append_only();
+
+-- Ledger rows move only forward through their life cycle, and what identifies a number never changes.
+CREATE FUNCTION docnum._ledger_transition_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.number_id <> OLD.number_id OR NEW.document_type <> OLD.document_type
+       OR NEW.counter_id IS DISTINCT FROM OLD.counter_id OR NEW.sequence_value IS DISTINCT FROM OLD.sequence_value
+       OR NEW.document_number <> OLD.document_number OR NEW.token IS DISTINCT FROM OLD.token
+       OR NEW.issued_at <> OLD.issued_at THEN
+        RAISE EXCEPTION 'the identity of an issued number cannot change'
+            USING ERRCODE = 'NB009',
+                  DETAIL = pg_catalog.format('Number %s keeps its type, counter, value, text and token.',
+                                             OLD.document_number),
+                  HINT = 'Void the number and issue a replacement instead.';
+    END IF;
+    IF NEW.state <> OLD.state AND NOT (
+           (OLD.state = 'reserved' AND NEW.state IN ('confirmed', 'cancelled', 'expired'))
+        OR (OLD.state IN ('confirmed', 'overridden', 'imported') AND NEW.state = 'voided')) THEN
+        RAISE EXCEPTION 'invalid state transition for %: % -> %', OLD.document_number, OLD.state, NEW.state
+            USING ERRCODE = 'NB009',
+                  DETAIL = 'reserved -> confirmed|cancelled|expired and confirmed|overridden|imported -> voided '
+                           'are the only transitions.',
+                  HINT = 'Check the number''s state with docnum.number_history().';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER ledger_transition_check BEFORE UPDATE ON docnum.ledger
+    FOR EACH ROW EXECUTE FUNCTION docnum._ledger_transition_check();
+
+-- No DELETE or TRUNCATE on the ledger either: an issued number is accounted for forever.
+CREATE FUNCTION docnum._ledger_is_permanent() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'numbers in docnum.ledger are permanent'
+        USING ERRCODE = 'NB009',
+              DETAIL = pg_catalog.format('%s on docnum.ledger was refused.', TG_OP),
+              HINT = 'Cancel, expire or void a number instead of removing it.';
+END
+$$;
+
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON docnum.ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION docnum._ledger_is_permanent();
+CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON docnum.ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION docnum._ledger_is_permanent();

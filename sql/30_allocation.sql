@@ -1,0 +1,410 @@
+-- docnum: allocation. reserve_number / confirm_number / cancel_number / next_number / expire_reservations.
+-- Allocation in one counter is serialised by a transaction-scoped advisory lock keyed by the counter's id (no
+-- hashing, so two counters never share a key); everything that can be computed before the lock is.
+
+-- Refuses to allocate where a number could not be made durable (hot standby, read-only transaction).
+CREATE FUNCTION docnum._require_writable() RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('transaction_read_only') = 'on' THEN
+        RAISE EXCEPTION 'numbering unavailable: %',
+                CASE WHEN pg_is_in_recovery() THEN 'this server is a read-only standby'
+                     ELSE 'the transaction is read-only' END
+            USING ERRCODE = 'NB008',
+                  DETAIL = 'A number can only be issued where it is written durably.',
+                  HINT = 'Connect to the primary and use a read-write transaction; never invent a number.';
+    END IF;
+END
+$$;
+
+-- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1..max printable chars.
+CREATE FUNCTION docnum._check_text(p_name text, p_value text, p_max integer) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NOT NULL AND (p_value = '' OR length(p_value) > p_max OR p_value ~ '[[:cntrl:]]') THEN
+        RAISE EXCEPTION 'invalid %: %', p_name, quote_literal(left(p_value, 60))
+            USING ERRCODE = 'NB006',
+                  DETAIL = pg_catalog.format('%s must be 1 to %s characters without control characters.',
+                                             p_name, p_max),
+                  HINT = pg_catalog.format('Pass NULL to omit %s.', p_name);
+    END IF;
+    RETURN p_value;
+END
+$$;
+
+-- Loads a type and validates the arguments every allocation shares; returns the type and the normalised
+-- scope value ('' when the type takes none) and document date. Nothing is locked or written.
+CREATE FUNCTION docnum._prepare(p_code text, p_scope text, p_actor text, p_date date,
+                                OUT o_type docnum.document_type, OUT o_scope text, OUT o_date date)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('transaction_read_only') = 'on' THEN
+        PERFORM docnum._require_writable();
+    END IF;
+    IF p_code IS NULL OR p_code = '' THEN
+        RAISE EXCEPTION 'a document type is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.',
+                  HINT = 'Pass the code of a type created with docnum.define_type(), e.g. ''COR''.';
+    END IF;
+    SELECT t.* INTO o_type FROM docnum.document_type t WHERE t.code = p_code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'document type % is not defined', quote_literal(left(p_code, 60))
+            USING ERRCODE = 'NB001',
+                  DETAIL = 'No row in docnum.document_type has this code.',
+                  HINT = 'Define it with docnum.define_type(); codes are upper-case, e.g. ''COR''.';
+    END IF;
+    IF o_type.scope IN ('PROJECT', 'CONTRACT') THEN
+        IF p_scope IS NULL OR p_scope = '' THEN
+            RAISE EXCEPTION 'document type % needs a scope value', o_type.code
+                USING ERRCODE = 'NB006',
+                      DETAIL = pg_catalog.format('%s numbers are counted per %s.', o_type.code,
+                                                 lower(o_type.scope)),
+                      HINT = pg_catalog.format('Pass scope => the %s identifier, e.g. ''PRJ-7''.',
+                                               lower(o_type.scope));
+        END IF;
+        IF length(p_scope) > 64 OR p_scope ~ '[[:cntrl:]]' OR p_scope <> btrim(p_scope) THEN
+            RAISE EXCEPTION 'invalid scope value %', quote_literal(left(p_scope, 60))
+                USING ERRCODE = 'NB006',
+                      DETAIL = 'A scope value is 1 to 64 characters, without control characters or surrounding '
+                               'spaces.',
+                      HINT = 'Use a short stable identifier such as a project code.';
+        END IF;
+        o_scope := p_scope;
+    ELSIF p_scope IS NOT NULL THEN
+        RAISE EXCEPTION 'document type % takes no scope value', o_type.code
+            USING ERRCODE = 'NB006',
+                  DETAIL = pg_catalog.format('%s is a %s type; scope %s would be ignored.', o_type.code,
+                                             o_type.scope, quote_literal(left(p_scope, 60))),
+                  HINT = 'Omit scope for this type.';
+    ELSE
+        o_scope := '';
+    END IF;
+    IF p_actor IS NOT NULL THEN
+        PERFORM docnum._check_text('actor', p_actor, 200);
+    END IF;
+    IF p_date IS NULL THEN
+        -- The period comes from the type's time zone, never from the session's TimeZone.
+        o_date := (now() AT TIME ZONE o_type.time_zone)::date;
+    ELSIF p_date NOT BETWEEN date '1000-01-01' AND date '9999-12-31' THEN
+        RAISE EXCEPTION 'invalid document date %', p_date
+            USING ERRCODE = 'NB006', DETAIL = 'A document date lies between the years 1000 and 9999.',
+                  HINT = 'Pass the date the document is dated, or NULL for today in the type''s time zone.';
+    ELSE
+        o_date := p_date;
+    END IF;
+END
+$$;
+
+-- Issues the next free value of one counter as a ledger row and audits it. The caller has validated
+-- everything. Values that already have a ledger row, or whose text is taken, are skipped, never reused.
+CREATE FUNCTION docnum._issue(p_type docnum.document_type, p_scope text, p_date date, p_state text,
+                              p_token uuid, p_expires_at timestamptz, p_actor text, p_document_ref text,
+                              p_metadata jsonb, p_operation text)
+RETURNS docnum.reservation
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_period     text := docnum._period(p_type.reset, p_date);
+    v_head       text := docnum._fill(p_type.render_head, p_scope, p_date);
+    v_tail       text := docnum._fill(p_type.render_tail, p_scope, p_date);
+    v_counter_id bigint;
+    v_value      bigint;
+    v_number     text;
+    v_number_id  bigint;
+    v_session_lock_timeout text;
+    v_set_lock_timeout boolean := false;
+BEGIN
+    -- A number survives a crash once the caller has it, whatever the session's synchronous_commit.
+    IF current_setting('synchronous_commit') = 'off' THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+
+    -- The type's lock_timeout applies unless the session's own limit is shorter.
+    IF p_type.lock_timeout IS NOT NULL THEN
+        v_session_lock_timeout := current_setting('lock_timeout');
+        IF v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval THEN
+            PERFORM set_config('lock_timeout',
+                               (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+            v_set_lock_timeout := true;
+        END IF;
+    END IF;
+
+    BEGIN
+        SELECT c.counter_id INTO v_counter_id
+          FROM docnum.counter c
+         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+        IF NOT FOUND THEN
+            -- First use of this counter: two sessions may race here; the loser waits for the winner and then
+            -- reads its row, so nobody sees a unique violation.
+            INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+            VALUES (p_type.code, p_scope, v_period)
+            ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
+            RETURNING c.counter_id INTO v_counter_id;
+            IF v_counter_id IS NULL THEN
+                SELECT c.counter_id INTO STRICT v_counter_id
+                  FROM docnum.counter c
+                 WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+            END IF;
+        END IF;
+        PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+            USING ERRCODE = 'NB003',
+                  DETAIL = pg_catalog.format('Counter %s/%s/%s is held by another transaction for longer than '
+                                             'the lock timeout (%s).', p_type.code, p_scope, v_period,
+                                             coalesce(p_type.lock_timeout::text, current_setting('lock_timeout'))),
+                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                         '(pg_locks, locktype advisory).';
+    END;
+    IF v_set_lock_timeout THEN
+        PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+    END IF;
+
+    LOOP
+        UPDATE docnum.counter c
+           SET current_value = c.current_value + 1, last_used_at = now()
+         WHERE c.counter_id = v_counter_id
+        RETURNING c.current_value INTO v_value;
+        IF v_value > p_type.max_value THEN
+            RAISE EXCEPTION 'sequence exhausted for %', p_type.code
+                USING ERRCODE = 'NB002',
+                      DETAIL = pg_catalog.format('Counter %s/%s/%s has reached max_value %s.', p_type.code,
+                                                 p_scope, v_period, p_type.max_value),
+                      HINT = pg_catalog.format('Raise it: SELECT docnum.alter_type(document_type => %L, '
+                                               'max_value => ...).', p_type.code);
+        END IF;
+        v_number := v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail;
+        INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, token,
+                                        actor, document_ref, metadata, expires_at, confirmed_at)
+        VALUES (p_type.code, v_counter_id, v_value, v_number, p_state, p_token,
+                p_actor, p_document_ref, p_metadata, p_expires_at,
+                CASE WHEN p_state = 'confirmed' THEN now() END)
+        ON CONFLICT DO NOTHING
+        RETURNING l.number_id INTO v_number_id;
+        EXIT WHEN v_number_id IS NOT NULL;
+    END LOOP;
+
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,
+                                  metadata)
+    VALUES (p_operation, p_type.code, v_number, nullif(p_scope, ''), p_actor,
+            jsonb_build_object('state', p_state, 'sequence_value', v_value, 'period', v_period,
+                               'document_ref', p_document_ref, 'expires_at', p_expires_at),
+            p_metadata);
+
+    IF v_value * 10 > p_type.max_value * 9 THEN
+        RAISE WARNING 'docnum: % counter %/% is %%% used (% of %)', p_type.code, p_scope, v_period,
+                round(v_value * 100.0 / p_type.max_value, 1), v_value, p_type.max_value
+            USING HINT = pg_catalog.format('Plan to raise max_value with docnum.alter_type(%L, max_value => ...).',
+                                           p_type.code);
+    END IF;
+    RETURN ROW(p_token, v_number, v_value, p_expires_at)::docnum.reservation;
+END
+$$;
+
+-- Reserves the next number of a type for ttl (default: the type's reservation_ttl). The number is written to
+-- the ledger and never issued again, whether it is later confirmed, cancelled or left to expire.
+CREATE FUNCTION docnum.reserve_number(
+    document_type text, scope text DEFAULT NULL, actor text DEFAULT NULL, metadata jsonb DEFAULT NULL,
+    ttl interval DEFAULT NULL, document_date date DEFAULT NULL)
+RETURNS docnum.reservation
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_prepared record;
+    v_ttl interval;
+BEGIN
+    v_prepared := docnum._prepare(reserve_number.document_type, reserve_number.scope, reserve_number.actor,
+                                  reserve_number.document_date);
+    v_ttl := coalesce(reserve_number.ttl, (v_prepared.o_type).reservation_ttl);
+    IF v_ttl <= interval '0' OR v_ttl > interval '7 days' THEN
+        RAISE EXCEPTION 'invalid reservation ttl %', v_ttl
+            USING ERRCODE = 'NB006', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
+                  HINT = 'Pass ttl => interval ''10 minutes'', or NULL for the type''s default.';
+    END IF;
+    IF reserve_number.metadata IS NOT NULL AND jsonb_typeof(reserve_number.metadata) <> 'object' THEN
+        RAISE EXCEPTION 'invalid metadata'
+            USING ERRCODE = 'NB006', DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' or NULL.';
+    END IF;
+    RETURN docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'reserved',
+                         gen_random_uuid(), now() + v_ttl, reserve_number.actor, NULL,
+                         reserve_number.metadata, 'RESERVE');
+END
+$$;
+
+-- Allocates and confirms a number inside the caller's transaction: if that transaction rolls back, the
+-- number, the counter increment and the audit row roll back with it, so the sequence stays gapless.
+CREATE FUNCTION docnum.next_number(
+    document_type text, scope text DEFAULT NULL, actor text DEFAULT NULL, document_ref text DEFAULT NULL,
+    document_date date DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_prepared record;
+BEGIN
+    v_prepared := docnum._prepare(next_number.document_type, next_number.scope, next_number.actor,
+                                  next_number.document_date);
+    IF next_number.document_ref IS NOT NULL THEN
+        PERFORM docnum._check_text('document_ref', next_number.document_ref, 500);
+    END IF;
+    RETURN (docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'confirmed', NULL, NULL,
+                          next_number.actor, next_number.document_ref, NULL, 'NEXT')).document_number;
+END
+$$;
+
+-- Confirms a reservation. Repeating it for the same token returns the same number and writes nothing.
+-- Unknown, cancelled and expired tokens (including ones past expires_at not yet swept) raise NB004.
+CREATE FUNCTION docnum.confirm_number(token uuid, actor text DEFAULT NULL, document_ref text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row docnum.ledger;
+BEGIN
+    PERFORM docnum._require_writable();
+    IF confirm_number.token IS NULL THEN
+        RAISE EXCEPTION 'a reservation token is required'
+            USING ERRCODE = 'NB006', DETAIL = 'token was NULL.',
+                  HINT = 'Pass the token returned by docnum.reserve_number().';
+    END IF;
+    PERFORM docnum._check_text('actor', confirm_number.actor, 200);
+    PERFORM docnum._check_text('document_ref', confirm_number.document_ref, 500);
+
+    SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.token = confirm_number.token FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reservation % not found', confirm_number.token
+            USING ERRCODE = 'NB004', DETAIL = 'No number was reserved with this token.',
+                  HINT = 'Reserve a new number with docnum.reserve_number().';
+    END IF;
+    IF v_row.state = 'confirmed' THEN
+        IF confirm_number.document_ref IS DISTINCT FROM v_row.document_ref
+           AND confirm_number.document_ref IS NOT NULL AND v_row.document_ref IS NOT NULL THEN
+            RAISE EXCEPTION '% is already confirmed for another document', v_row.document_number
+                USING ERRCODE = 'NB009',
+                      DETAIL = pg_catalog.format('It was confirmed for %s, not %s.', v_row.document_ref,
+                                                 confirm_number.document_ref),
+                      HINT = 'One number names one document; reserve a new number for this one.';
+        END IF;
+        RETURN v_row.document_number;
+    END IF;
+    IF v_row.state IN ('cancelled', 'expired')
+       OR (v_row.state = 'reserved' AND v_row.expires_at <= statement_timestamp()) THEN
+        RAISE EXCEPTION 'reservation of % has %', v_row.document_number,
+                CASE v_row.state WHEN 'cancelled' THEN 'been cancelled' ELSE 'expired' END
+            USING ERRCODE = 'NB004',
+                  DETAIL = pg_catalog.format('State %s; the reservation expired at %s.',
+                                             CASE WHEN v_row.state = 'reserved' THEN 'expired' ELSE v_row.state END,
+                                             v_row.expires_at),
+                  HINT = 'A cancelled or expired number is never issued again; reserve a new one.';
+    END IF;
+    IF v_row.state <> 'reserved' THEN
+        RAISE EXCEPTION 'cannot confirm % in state %', v_row.document_number, v_row.state
+            USING ERRCODE = 'NB009', DETAIL = 'Only a reserved number can be confirmed.',
+                  HINT = 'See docnum.number_history() for what happened to it.';
+    END IF;
+
+    UPDATE docnum.ledger l
+       SET state = 'confirmed', confirmed_at = now(), document_ref = confirm_number.document_ref
+     WHERE l.number_id = v_row.number_id;
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value)
+    SELECT 'CONFIRM', v_row.document_type, v_row.document_number, nullif(c.scope_value, ''),
+           confirm_number.actor, jsonb_build_object('state', 'reserved'),
+           jsonb_build_object('state', 'confirmed', 'document_ref', confirm_number.document_ref)
+      FROM docnum.counter c WHERE c.counter_id = v_row.counter_id;
+    RETURN v_row.document_number;
+END
+$$;
+
+-- Cancels a reservation; the number is never issued again. Cancelling a cancelled or expired reservation
+-- returns the number and writes nothing; a confirmed number cannot be cancelled (void it instead).
+CREATE FUNCTION docnum.cancel_number(token uuid, actor text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row docnum.ledger;
+BEGIN
+    PERFORM docnum._require_writable();
+    IF cancel_number.token IS NULL THEN
+        RAISE EXCEPTION 'a reservation token is required'
+            USING ERRCODE = 'NB006', DETAIL = 'token was NULL.',
+                  HINT = 'Pass the token returned by docnum.reserve_number().';
+    END IF;
+    PERFORM docnum._check_text('actor', cancel_number.actor, 200);
+    PERFORM docnum._check_text('reason', cancel_number.reason, 1000);
+
+    SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.token = cancel_number.token FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reservation % not found', cancel_number.token
+            USING ERRCODE = 'NB004', DETAIL = 'No number was reserved with this token.',
+                  HINT = 'Nothing to cancel.';
+    END IF;
+    IF v_row.state IN ('cancelled', 'expired') THEN
+        RETURN v_row.document_number;
+    END IF;
+    IF v_row.state <> 'reserved' THEN
+        RAISE EXCEPTION 'cannot cancel % in state %', v_row.document_number, v_row.state
+            USING ERRCODE = 'NB009',
+                  DETAIL = 'Only a reserved number can be cancelled.',
+                  HINT = CASE WHEN v_row.state = 'confirmed'
+                              THEN 'A confirmed number names a document: void it with docnum.void_number().'
+                              ELSE 'See docnum.number_history() for what happened to it.' END;
+    END IF;
+
+    UPDATE docnum.ledger l
+       SET state = 'cancelled', cancelled_at = now(), cancel_reason = cancel_number.reason
+     WHERE l.number_id = v_row.number_id;
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value)
+    SELECT 'CANCEL', v_row.document_type, v_row.document_number, nullif(c.scope_value, ''),
+           cancel_number.actor, jsonb_build_object('state', 'reserved'),
+           jsonb_build_object('state', 'cancelled', 'reason', cancel_number.reason)
+      FROM docnum.counter c WHERE c.counter_id = v_row.counter_id;
+    RETURN v_row.document_number;
+END
+$$;
+
+-- Marks every reservation past its expires_at as expired and audits each; returns how many. Rows another
+-- transaction is confirming or cancelling right now are left for the next sweep.
+CREATE FUNCTION docnum.expire_reservations()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    PERFORM docnum._require_writable();
+    WITH due AS (
+        SELECT l.number_id FROM docnum.ledger l
+         WHERE l.state = 'reserved' AND l.expires_at <= statement_timestamp()
+         FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        UPDATE docnum.ledger l SET state = 'expired', expired_at = statement_timestamp()
+          FROM due WHERE l.number_id = due.number_id
+        RETURNING l.document_type, l.document_number, l.counter_id, l.expires_at
+    ), audited AS (
+        INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                      new_value)
+        SELECT 'EXPIRE', e.document_type, e.document_number, nullif(c.scope_value, ''), NULL,
+               jsonb_build_object('state', 'reserved', 'expires_at', e.expires_at),
+               jsonb_build_object('state', 'expired')
+          FROM expired e JOIN docnum.counter c ON c.counter_id = e.counter_id
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_count FROM audited;
+    RETURN v_count;
+END
+$$;

@@ -1,0 +1,234 @@
+-- docnum: document type definitions. define_type creates a type after validating every setting;
+-- alter_type changes one later and audits old and new values. Scope and reset never change after definition.
+
+-- Validates the settings shared by define_type and alter_type; raises NB006 naming the first bad one.
+CREATE FUNCTION docnum._check_type_settings(p_time_zone text, p_max_value bigint, p_ttl interval,
+                                            p_lock_timeout interval, p_metadata jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_time_zone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = p_time_zone)
+    THEN
+        RAISE EXCEPTION 'unknown time zone %', coalesce(quote_literal(left(p_time_zone, 60)), 'NULL')
+            USING ERRCODE = 'NB006', DETAIL = 'time_zone must be an IANA time zone name.',
+                  HINT = 'For example ''UTC'', ''Asia/Bangkok'' or ''Europe/Paris''.';
+    END IF;
+    IF p_max_value IS NOT NULL AND p_max_value < 1 THEN
+        RAISE EXCEPTION 'invalid max_value %', p_max_value
+            USING ERRCODE = 'NB006', DETAIL = 'max_value must be at least 1.',
+                  HINT = 'Omit it to use the largest value the {SEQ:n} padding can show.';
+    END IF;
+    IF p_ttl IS NULL OR p_ttl <= interval '0' OR p_ttl > interval '7 days' THEN
+        RAISE EXCEPTION 'invalid reservation_ttl %', coalesce(p_ttl::text, 'NULL')
+            USING ERRCODE = 'NB006', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
+                  HINT = 'The default is 5 minutes.';
+    END IF;
+    IF p_lock_timeout IS NOT NULL AND (p_lock_timeout < interval '1 millisecond' OR p_lock_timeout > interval '1 hour')
+    THEN
+        RAISE EXCEPTION 'invalid lock_timeout %', p_lock_timeout
+            USING ERRCODE = 'NB006', DETAIL = 'lock_timeout lies between 1 millisecond and 1 hour, or is NULL.',
+                  HINT = 'NULL leaves only the session''s lock_timeout in force.';
+    END IF;
+    IF p_metadata IS NULL OR jsonb_typeof(p_metadata) <> 'object' THEN
+        RAISE EXCEPTION 'invalid metadata'
+            USING ERRCODE = 'NB006', DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' for none.';
+    END IF;
+END
+$$;
+
+-- The part of a type row worth auditing (the compiled template columns are derived and left out).
+CREATE FUNCTION docnum._type_json(p_type docnum.document_type) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+RETURN to_jsonb(p_type) - ARRAY['render_head', 'render_tail', 'seq_width', 'parse_pattern', 'parse_groups',
+                                'created_at', 'updated_at'];
+
+-- Creates a document type. Re-running it with the same definition returns the existing type unchanged;
+-- a different definition under an existing code raises NB010.
+CREATE FUNCTION docnum.define_type(
+    code text, format text, scope text DEFAULT 'GLOBAL', reset text DEFAULT NULL,
+    time_zone text DEFAULT 'UTC', max_value bigint DEFAULT NULL,
+    reservation_ttl interval DEFAULT interval '5 minutes', lock_timeout interval DEFAULT interval '5 seconds',
+    allow_manual_override boolean DEFAULT false, metadata jsonb DEFAULT '{}'::jsonb, actor text DEFAULT NULL)
+RETURNS docnum.document_type
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_scope    text := upper(define_type.scope);
+    v_reset    text := upper(define_type.reset);
+    v_compiled record;
+    v_new      docnum.document_type;
+    v_existing docnum.document_type;
+BEGIN
+    PERFORM docnum._require_writable();
+    IF define_type.code IS NULL OR define_type.code !~ '^[A-Z][A-Z0-9_]{0,29}$' THEN
+        RAISE EXCEPTION 'invalid document type code %', coalesce(quote_literal(left(define_type.code, 60)), 'NULL')
+            USING ERRCODE = 'NB006',
+                  DETAIL = 'A code is an upper-case identifier: a letter, then letters, digits or _ (30 at most).',
+                  HINT = 'For example ''COR'' or ''RFA_2''.';
+    END IF;
+    IF v_scope IS NULL OR v_scope NOT IN ('GLOBAL', 'PROJECT', 'CONTRACT', 'YEARLY', 'MONTHLY') THEN
+        RAISE EXCEPTION 'invalid scope %', coalesce(quote_literal(define_type.scope), 'NULL')
+            USING ERRCODE = 'NB006', DETAIL = 'scope is one of GLOBAL, PROJECT, CONTRACT, YEARLY, MONTHLY.',
+                  HINT = 'PROJECT and CONTRACT take a scope value at allocation; YEARLY and MONTHLY reset.';
+    END IF;
+    IF v_reset IS NULL THEN
+        v_reset := CASE v_scope WHEN 'YEARLY' THEN 'YEARLY' WHEN 'MONTHLY' THEN 'MONTHLY' ELSE 'NEVER' END;
+    ELSIF v_reset NOT IN ('NEVER', 'YEARLY', 'MONTHLY')
+          OR (v_scope IN ('YEARLY', 'MONTHLY') AND v_reset <> v_scope) THEN
+        RAISE EXCEPTION 'invalid reset % for scope %', quote_literal(define_type.reset), v_scope
+            USING ERRCODE = 'NB006',
+                  DETAIL = 'reset is NEVER, YEARLY or MONTHLY; a YEARLY or MONTHLY scope implies its own reset.',
+                  HINT = 'For a per-project counter restarting each year: scope => ''PROJECT'', reset => ''YEARLY''.';
+    END IF;
+    PERFORM docnum._check_type_settings(define_type.time_zone, define_type.max_value, define_type.reservation_ttl,
+                                        define_type.lock_timeout, define_type.metadata);
+    PERFORM docnum._check_text('actor', define_type.actor, 200);
+    IF define_type.allow_manual_override IS NULL THEN
+        RAISE EXCEPTION 'allow_manual_override cannot be NULL'
+            USING ERRCODE = 'NB006', DETAIL = 'It is true or false.', HINT = 'The default is false.';
+    END IF;
+
+    v_compiled := docnum._compile_format(define_type.code, define_type.format, v_scope, v_reset);
+
+    v_new.code := define_type.code;
+    v_new.format := define_type.format;
+    v_new.scope := v_scope;
+    v_new.reset := v_reset;
+    v_new.time_zone := define_type.time_zone;
+    v_new.max_value := coalesce(define_type.max_value,
+                                CASE WHEN v_compiled.seq_width = 0 THEN 9223372036854775807
+                                     ELSE (10::numeric ^ v_compiled.seq_width - 1)::bigint END);
+    v_new.reservation_ttl := define_type.reservation_ttl;
+    v_new.lock_timeout := define_type.lock_timeout;
+    v_new.allow_manual_override := define_type.allow_manual_override;
+    v_new.metadata := define_type.metadata;
+    v_new.render_head := v_compiled.render_head;
+    v_new.render_tail := v_compiled.render_tail;
+    v_new.seq_width := v_compiled.seq_width;
+    v_new.parse_pattern := v_compiled.parse_pattern;
+    v_new.parse_groups := v_compiled.parse_groups;
+    v_new.created_at := now();
+    v_new.updated_at := now();
+
+    SELECT t.* INTO v_existing FROM docnum.document_type t WHERE t.code = define_type.code FOR UPDATE;
+    IF FOUND THEN
+        IF docnum._type_json(v_existing) = docnum._type_json(v_new) THEN
+            RETURN v_existing;
+        END IF;
+        RAISE EXCEPTION 'document type % already exists with another definition', define_type.code
+            USING ERRCODE = 'NB010',
+                  DETAIL = pg_catalog.format('Existing: %s', docnum._type_json(v_existing)),
+                  HINT = 'Change it with docnum.alter_type(); scope and reset cannot change.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM docnum.document_type t
+                WHERE t.render_head || '{SEQ}' || t.render_tail = v_new.render_head || '{SEQ}' || v_new.render_tail
+                  AND t.seq_width = v_new.seq_width) THEN
+        RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(define_type.format)
+            USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
+                  HINT = 'Include {TYPE} or a distinct prefix in the format.';
+    END IF;
+
+    INSERT INTO docnum.document_type SELECT v_new.*;
+    INSERT INTO docnum.audit_log (operation, document_type, actor, new_value)
+    VALUES ('DEFINE_TYPE', v_new.code, define_type.actor, docnum._type_json(v_new));
+    RETURN v_new;
+END
+$$;
+
+-- Changes a type's format, time zone, max_value, TTL, lock timeout, override flag or metadata (NULL leaves a
+-- setting unchanged) and audits old and new values. Raising max_value is the remedy for NB002; it can never
+-- drop below a counter's value, and a new format must read every existing number of the type back to itself.
+CREATE FUNCTION docnum.alter_type(
+    document_type text, format text DEFAULT NULL, time_zone text DEFAULT NULL, max_value bigint DEFAULT NULL,
+    reservation_ttl interval DEFAULT NULL, lock_timeout interval DEFAULT NULL,
+    allow_manual_override boolean DEFAULT NULL, metadata jsonb DEFAULT NULL, actor text DEFAULT NULL,
+    reason text DEFAULT NULL)
+RETURNS docnum.document_type
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old      docnum.document_type;
+    v_new      docnum.document_type;
+    v_compiled record;
+    v_bad      record;
+BEGIN
+    PERFORM docnum._require_writable();
+    PERFORM docnum._check_text('actor', alter_type.actor, 200);
+    PERFORM docnum._check_text('reason', alter_type.reason, 1000);
+    SELECT t.* INTO v_old FROM docnum.document_type t WHERE t.code = alter_type.document_type FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'document type % is not defined', coalesce(quote_literal(left(alter_type.document_type, 60)),
+                                                                    'NULL')
+            USING ERRCODE = 'NB001', DETAIL = 'No row in docnum.document_type has this code.',
+                  HINT = 'Define it with docnum.define_type().';
+    END IF;
+    v_new := v_old;
+    v_new.time_zone := coalesce(alter_type.time_zone, v_old.time_zone);
+    v_new.max_value := coalesce(alter_type.max_value, v_old.max_value);
+    v_new.reservation_ttl := coalesce(alter_type.reservation_ttl, v_old.reservation_ttl);
+    v_new.lock_timeout := coalesce(alter_type.lock_timeout, v_old.lock_timeout);
+    v_new.allow_manual_override := coalesce(alter_type.allow_manual_override, v_old.allow_manual_override);
+    v_new.metadata := coalesce(alter_type.metadata, v_old.metadata);
+    PERFORM docnum._check_type_settings(v_new.time_zone, v_new.max_value, v_new.reservation_ttl,
+                                        v_new.lock_timeout, v_new.metadata);
+
+    IF alter_type.format IS NOT NULL AND alter_type.format <> v_old.format THEN
+        v_compiled := docnum._compile_format(v_old.code, alter_type.format, v_old.scope, v_old.reset);
+        v_new.format := alter_type.format;
+        v_new.render_head := v_compiled.render_head;
+        v_new.render_tail := v_compiled.render_tail;
+        v_new.seq_width := v_compiled.seq_width;
+        v_new.parse_pattern := v_compiled.parse_pattern;
+        v_new.parse_groups := v_compiled.parse_groups;
+        -- No existing number may read as a different number of this type under the new template.
+        SELECT l.document_number, l.document_type INTO v_bad
+          FROM docnum.ledger l
+          LEFT JOIN docnum.counter c ON c.counter_id = l.counter_id
+          CROSS JOIN LATERAL docnum._parse(v_new, l.document_number) p
+         WHERE l.document_number ~ v_new.parse_pattern
+           AND (l.document_type <> v_old.code OR p.sequence_value IS DISTINCT FROM l.sequence_value
+                OR p.scope_value IS DISTINCT FROM c.scope_value OR p.period IS DISTINCT FROM c.period)
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'format % would make % ambiguous', quote_literal(alter_type.format), v_bad.document_number
+                USING ERRCODE = 'NB006',
+                      DETAIL = pg_catalog.format('Existing number %s (type %s) would read as a different %s number.',
+                                                 v_bad.document_number, v_bad.document_type, v_old.code),
+                      HINT = 'Choose a format whose numbers cannot be confused with existing ones (e.g. a new '
+                             'prefix).';
+        END IF;
+    END IF;
+
+    SELECT c.scope_value, c.period, c.current_value INTO v_bad
+      FROM docnum.counter c
+     WHERE c.document_type = v_old.code AND c.current_value > v_new.max_value
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'max_value % is below a counter of %', v_new.max_value, v_old.code
+            USING ERRCODE = 'NB006',
+                  DETAIL = pg_catalog.format('Counter %s/%s is already at %s.', v_bad.scope_value, v_bad.period,
+                                             v_bad.current_value),
+                  HINT = 'max_value can only stay above every counter''s current value.';
+    END IF;
+
+    IF docnum._type_json(v_new) = docnum._type_json(v_old) THEN
+        RETURN v_old;
+    END IF;
+    v_new.updated_at := now();
+    UPDATE docnum.document_type t
+       SET format = v_new.format, time_zone = v_new.time_zone, max_value = v_new.max_value,
+           reservation_ttl = v_new.reservation_ttl, lock_timeout = v_new.lock_timeout,
+           allow_manual_override = v_new.allow_manual_override, metadata = v_new.metadata,
+           updated_at = v_new.updated_at, render_head = v_new.render_head, render_tail = v_new.render_tail,
+           seq_width = v_new.seq_width, parse_pattern = v_new.parse_pattern, parse_groups = v_new.parse_groups
+     WHERE t.code = v_old.code;
+    INSERT INTO docnum.audit_log (operation, document_type, actor, old_value, new_value, metadata)
+    VALUES ('ALTER_TYPE', v_old.code, alter_type.actor, docnum._type_json(v_old), docnum._type_json(v_new),
+            CASE WHEN alter_type.reason IS NULL THEN NULL ELSE jsonb_build_object('reason', alter_type.reason) END);
+    RETURN v_new;
+END
+$$;

@@ -1,0 +1,28 @@
+-- docnum: privileges. Nothing is executable or readable by PUBLIC; docnum_app allocates and reads its results,
+-- docnum_reader reads everything, docnum_admin does everything. No role may write a table directly.
+
+REVOKE ALL ON ALL TABLES IN SCHEMA docnum FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA docnum FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA docnum FROM PUBLIC;
+REVOKE ALL ON TYPE docnum.reservation FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA docnum TO docnum_app, docnum_reader, docnum_admin;
+GRANT USAGE ON TYPE docnum.reservation TO docnum_app, docnum_reader, docnum_admin;
+
+GRANT SELECT ON ALL TABLES IN SCHEMA docnum TO docnum_reader;
+GRANT SELECT ON docnum.document_type, docnum.counter, docnum.ledger TO docnum_app;
+
+GRANT EXECUTE ON FUNCTION
+    docnum.reserve_number(text, text, text, jsonb, interval, date),
+    docnum.confirm_number(uuid, text, text),
+    docnum.cancel_number(uuid, text, text),
+    docnum.next_number(text, text, text, text, date),
+    docnum.expire_reservations()
+TO docnum_app;
+
+GRANT EXECUTE ON FUNCTION
+    docnum.define_type(text, text, text, text, text, bigint, interval, interval, boolean, jsonb, text),
+    docnum.alter_type(text, text, text, bigint, interval, interval, boolean, jsonb, text, text)
+TO docnum_admin;
+
+RESET ROLE;

@@ -1,0 +1,135 @@
+"""Shared fixtures: one PostgreSQL server per session, one migrated template, a fresh clone per test.
+
+The server is `$DOCNUM_DSN` (a superuser URI or conninfo) when set, else a throwaway embedded PostgreSQL 18
+in a temporary directory. pytest-postgresql's janitors do the database work: `docnum_noproc` creates the
+template `docnum_tests_tmpl` once and runs `alembic upgrade head` in it; `docnum_pg` clones it for each test
+and drops the clone afterwards.
+
+Fixtures for tests:
+    server_info  ServerInfo              superuser access to the server (dsn(dbname), connect(dbname), ...)
+    db           psycopg.Connection      autocommit superuser connection to this test's database
+    dsn          str                     conninfo of this test's database, for extra connections
+    connect      (**kwargs) -> Connection  opens extra connections to this test's database, closed at teardown
+    pg_bindir    Path                    PostgreSQL 18 client programs (pg_dump, psql, pgbench)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql import factories
+
+from docnum import embedded, schema
+from helpers import ServerInfo
+
+TEST_DBNAME = "docnum_tests"  # per-test clone; the template is TEST_DBNAME + "_tmpl"
+
+
+def _describe(dsn: str) -> ServerInfo:
+    """Connect once with `dsn` to learn the effective host, port, user and password (libpq fills defaults)."""
+    given = conninfo_to_dict(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        if not (row and row[0]):
+            raise pytest.UsageError(f"the test DSN must connect as a superuser; {conn.info.user} is not one")
+        info = conn.info
+        password = given.get("password") or info.password
+        return ServerInfo(
+            host=info.host or None,
+            port=int(info.port),
+            user=info.user,
+            password=str(password) if password else None,
+            maintenance_dbname=info.dbname,
+            server_version=info.server_version,
+        )
+
+
+def _drop_leftovers(server: ServerInfo) -> None:
+    """Remove the test databases an interrupted earlier session left on a shared server."""
+    with server.connect(autocommit=True) as conn:
+        for name in (TEST_DBNAME, TEST_DBNAME + "_tmpl"):
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                continue
+            ident = sql.Identifier(name)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS false").format(ident)
+            )
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(sql.SQL("DROP DATABASE {}").format(ident))
+
+
+@pytest.fixture(scope="session")
+def server_info() -> Iterator[ServerInfo]:
+    dsn = os.environ.get(embedded.DSN_ENV)
+    if dsn:
+        server = _describe(dsn)
+        _drop_leftovers(server)
+        yield server
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="docnum-test-"))
+    pg = embedded.start_embedded(tmp / "pgdata", cleanup_mode="delete")
+    try:
+        yield _describe(pg.get_uri())
+    finally:
+        pg.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _migrate_template(
+    *, host: str | None, port: int, user: str, dbname: str, password: str | None, **_: Any
+) -> None:
+    """pytest-postgresql loader: bring the template database to `alembic upgrade head`."""
+    schema.migrate(make_conninfo(host=host, port=port, user=user, password=password, dbname=dbname))
+
+
+docnum_noproc = factories.postgresql_noproc(
+    dbname=TEST_DBNAME, load=[_migrate_template], depends_on="server_info"
+)
+docnum_pg = factories.postgresql("docnum_noproc")
+
+
+@pytest.fixture
+def db(docnum_pg: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """Autocommit superuser connection to this test's freshly cloned, migrated database."""
+    docnum_pg.autocommit = True
+    return docnum_pg
+
+
+@pytest.fixture
+def dsn(server_info: ServerInfo, db: psycopg.Connection[Any]) -> str:
+    """Conninfo (superuser) of this test's database."""
+    return server_info.dsn(db.info.dbname)
+
+
+@pytest.fixture
+def connect(dsn: str) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
+    """Factory for extra connections to this test's database: `connect(autocommit=True, ...)`.
+
+    Keyword arguments go to psycopg.connect(); every connection is closed at teardown.
+    """
+    opened: list[psycopg.Connection[Any]] = []
+
+    def _connect(**kwargs: Any) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(dsn, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield _connect
+    for conn in reversed(opened):
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_bindir() -> Path:
+    """PostgreSQL 18 client programs (they also work against older servers)."""
+    return embedded.pg_bindir()

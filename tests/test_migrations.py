@@ -1,0 +1,122 @@
+"""The released migrations and sql/ must build the same schema, and downgrade must undo upgrade.
+
+Schemas are compared as a normalised `pg_dump --schema-only -n docnum` (owners and grants included), made
+with the embedded pg_dump 18, which can dump older servers too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from docnum import schema
+from helpers import ServerInfo
+
+
+def _dbname(label: str) -> str:
+    return f"docnum_mig_{label}_{uuid.uuid4().hex[:8]}"
+
+
+def dump_schema(server: ServerInfo, dbname: str, pg_bindir: Path) -> list[str]:
+    """`pg_dump --schema-only -n docnum`, without what differs between two runs of the same schema.
+
+    Dropped: comments (`--` lines, which include pg_dump's headers), blank lines, and the `\\restrict` /
+    `\\unrestrict` lines whose key pg_dump 17.6+/18 draws at random on every run.
+    """
+    result = subprocess.run(
+        [
+            str(pg_bindir / "pg_dump"),
+            "--schema-only",
+            "--schema=docnum",
+            f"--dbname={server.conninfo_without_password(dbname)}",
+        ],
+        env=server.libpq_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"pg_dump of {dbname} failed:\n{result.stderr}")
+    lines = []
+    for line in result.stdout.splitlines():
+        stripped = line.rstrip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        if stripped.startswith(("\\restrict", "\\unrestrict")):
+            continue
+        lines.append(stripped)
+    return lines
+
+
+def assert_same_schema(
+    expected: list[str], actual: list[str], expected_name: str, actual_name: str, hint: str = ""
+) -> None:
+    if expected != actual:
+        diff = "\n".join(
+            difflib.unified_diff(expected, actual, fromfile=expected_name, tofile=actual_name, lineterm="")
+        )
+        message = f"schema docnum differs between {expected_name} and {actual_name}:\n{diff}"
+        pytest.fail(f"{message}\n{hint}" if hint else message, pytrace=False)
+
+
+def _has_docnum_schema(server: ServerInfo, dbname: str) -> bool:
+    with server.connect(dbname) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'docnum'").fetchone() is not None
+
+
+def _alembic_revisions(server: ServerInfo, dbname: str) -> list[str]:
+    with server.connect(dbname) as conn:
+        rows = conn.execute("SELECT version_num FROM public.alembic_version ORDER BY 1").fetchall()
+        return [row[0] for row in rows]
+
+
+def test_migrations_match_sql_dir(server_info: ServerInfo, pg_bindir: Path) -> None:
+    """alembic upgrade head gives exactly the schema of sql/*.sql (else: refreeze or add a migration)."""
+    from_sql, from_alembic = _dbname("sql"), _dbname("alembic")
+    with server_info.scratch_database(from_sql), server_info.scratch_database(from_alembic) as alembic_dsn:
+        with server_info.connect(from_sql, autocommit=True) as conn:
+            applied = schema.apply_sql_dir(conn)
+        assert applied, "sql/ holds no .sql files"
+        schema.migrate(alembic_dsn)
+
+        assert_same_schema(
+            dump_schema(server_info, from_sql, pg_bindir),
+            dump_schema(server_info, from_alembic, pg_bindir),
+            "sql/*.sql",
+            "alembic upgrade head",
+            hint="sql/ changed without a migration: add a revision that brings the released schema to sql/ "
+            "(or, before 0001 is released, rerun scripts/freeze_sql.py migrations/versions/0001_core.sql).",
+        )
+
+
+def test_downgrade_then_upgrade_restores_schema(server_info: ServerInfo, pg_bindir: Path) -> None:
+    name = _dbname("roundtrip")
+    with server_info.scratch_database(name) as dsn:
+        schema.migrate(dsn)
+        before = dump_schema(server_info, name, pg_bindir)
+        head = _alembic_revisions(server_info, name)
+
+        schema.downgrade(dsn, "base")
+        assert _alembic_revisions(server_info, name) == []
+        schema.migrate(dsn, "head")
+
+        assert _alembic_revisions(server_info, name) == head
+        assert_same_schema(
+            before, dump_schema(server_info, name, pg_bindir), "first upgrade", "downgrade+upgrade"
+        )
+
+
+def test_downgrade_base_removes_schema(server_info: ServerInfo) -> None:
+    name = _dbname("down")
+    with server_info.scratch_database(name) as dsn:
+        schema.migrate(dsn)
+        assert _has_docnum_schema(server_info, name)
+
+        schema.downgrade(dsn)
+
+        assert not _has_docnum_schema(server_info, name)
+        assert _alembic_revisions(server_info, name) == []

@@ -1,0 +1,151 @@
+"""Every SQL statement the docnum client runs, in one place.
+
+Functions are called with named arguments, as docs/sql-api.md asks, and every placeholder is cast to the
+parameter's declared type, so plain strings (a UUID, ``'5 minutes'``) are accepted and overload resolution
+never guesses.  Column lists are explicit: the client reads the columns it knows and tolerates any the
+server adds.
+
+``define_type`` is the one call built at run time: its optional parameters have non-NULL SQL defaults, so
+an argument the caller leaves out must not be sent at all.  :func:`define_type` composes the call from a
+fixed list of parameter names with ``psycopg.sql``; values only ever travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from psycopg import sql
+
+# Columns of docnum.document_type read back into models.DocumentType.
+_DOCUMENT_TYPE_COLUMNS = (
+    "t.code, t.format, t.scope, t.reset, t.time_zone, t.max_value, t.reservation_ttl, t.lock_timeout,"
+    " t.allow_manual_override, t.metadata, t.created_at, t.updated_at, t.render_head, t.render_tail,"
+    " t.seq_width"
+)
+
+# -----------------------------------------------------------------------------------------------------
+# Administration (docnum_admin)
+
+#: Parameters of docnum.define_type in declaration order, with their SQL types.  ``code``, ``format`` and
+#: ``actor`` are always sent (actor defaults to NULL anyway); the others only when the caller gives them.
+DEFINE_TYPE_PARAMETERS: dict[str, str] = {
+    "code": "text",
+    "format": "text",
+    "scope": "text",
+    "reset": "text",
+    "time_zone": "text",
+    "max_value": "bigint",
+    "reservation_ttl": "interval",
+    "lock_timeout": "interval",
+    "allow_manual_override": "boolean",
+    "metadata": "jsonb",
+    "actor": "text",
+}
+DEFINE_TYPE_ALWAYS_SENT = frozenset({"code", "format", "actor"})
+
+
+def define_type(sent: Collection[str]) -> sql.Composed:
+    """``SELECT ... FROM docnum.define_type(...)`` naming the parameters in ``sent`` (plus the required).
+
+    ``sent`` may hold only names of DEFINE_TYPE_PARAMETERS; the placeholder of each is ``%(name)s``.
+    """
+    unknown = set(sent) - DEFINE_TYPE_PARAMETERS.keys()
+    if unknown:
+        raise ValueError(f"not a parameter of docnum.define_type: {', '.join(sorted(unknown))}")
+    arguments = [
+        sql.SQL("{name} => {value}::{type}").format(
+            name=sql.Identifier(name), value=sql.Placeholder(name), type=sql.SQL(sql_type)
+        )
+        for name, sql_type in DEFINE_TYPE_PARAMETERS.items()
+        if name in sent or name in DEFINE_TYPE_ALWAYS_SENT
+    ]
+    return sql.SQL("SELECT {columns} FROM docnum.define_type({arguments}) AS t").format(
+        columns=sql.SQL(_DOCUMENT_TYPE_COLUMNS), arguments=sql.SQL(", ").join(arguments)
+    )
+
+
+ALTER_TYPE = (
+    "SELECT " + _DOCUMENT_TYPE_COLUMNS + " FROM docnum.alter_type("
+    "document_type => %(document_type)s::text,"
+    " format => %(format)s::text,"
+    " time_zone => %(time_zone)s::text,"
+    " max_value => %(max_value)s::bigint,"
+    " reservation_ttl => %(reservation_ttl)s::interval,"
+    " lock_timeout => %(lock_timeout)s::interval,"
+    " allow_manual_override => %(allow_manual_override)s::boolean,"
+    " metadata => %(metadata)s::jsonb,"
+    " actor => %(actor)s::text,"
+    " reason => %(reason)s::text) AS t"
+)
+
+GET_TYPE = (
+    "SELECT " + _DOCUMENT_TYPE_COLUMNS + " FROM docnum.document_type AS t WHERE t.code = %(code)s::text"
+)
+
+# -----------------------------------------------------------------------------------------------------
+# Issuing numbers (docnum_app)
+
+RESERVE_NUMBER = (
+    "SELECT r.token, r.document_number, r.sequence_value, r.expires_at FROM docnum.reserve_number("
+    "document_type => %(document_type)s::text, scope => %(scope)s::text, actor => %(actor)s::text,"
+    " metadata => %(metadata)s::jsonb, ttl => %(ttl)s::interval,"
+    " document_date => %(document_date)s::date) AS r"
+)
+
+CONFIRM_NUMBER = (
+    "SELECT docnum.confirm_number("
+    "token => %(token)s::uuid, actor => %(actor)s::text, document_ref => %(document_ref)s::text)"
+    " AS document_number"
+)
+
+CANCEL_NUMBER = (
+    "SELECT docnum.cancel_number("
+    "token => %(token)s::uuid, actor => %(actor)s::text, reason => %(reason)s::text) AS document_number"
+)
+
+NEXT_NUMBER = (
+    "SELECT docnum.next_number("
+    "document_type => %(document_type)s::text, scope => %(scope)s::text, actor => %(actor)s::text,"
+    " document_ref => %(document_ref)s::text, document_date => %(document_date)s::date) AS document_number"
+)
+
+EXPIRE_RESERVATIONS = "SELECT docnum.expire_reservations() AS expired"
+
+# -----------------------------------------------------------------------------------------------------
+# Reading (docnum_reader)
+
+HISTORY = (
+    "SELECT a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value,"
+    " a.actor, a.session_user_name, pg_catalog.host(a.client_addr) AS client_addr, a.application_name,"
+    " a.old_value, a.new_value, a.metadata"
+    " FROM docnum.audit_log AS a WHERE a.document_number = %(document_number)s::text ORDER BY a.audit_id"
+)
+
+SCHEMA_EXISTS = "SELECT pg_catalog.to_regnamespace('docnum') IS NOT NULL AS present"
+
+# -----------------------------------------------------------------------------------------------------
+# Checks run by `docnum demo` on the numbers it issued (docnum_app and docnum_reader may read the ledger).
+
+#: Document numbers that appear more than once in the whole ledger (the unique key makes this empty).
+LEDGER_DUPLICATES = (
+    "SELECT l.document_number, count(*) AS copies FROM docnum.ledger AS l"
+    " GROUP BY l.document_number HAVING count(*) > 1 ORDER BY l.document_number"
+)
+
+#: The run's numbers per counter: gapless when ``max_value - min_value + 1 = numbers = distinct_values``.
+LEDGER_RUN_RANGES = (
+    "SELECT l.document_type, c.scope_value, c.period, count(*) AS numbers,"
+    " count(DISTINCT l.sequence_value) AS distinct_values, min(l.sequence_value) AS min_value,"
+    " max(l.sequence_value) AS max_value,"
+    " (array_agg(l.document_number ORDER BY l.sequence_value))[1] AS first_number,"
+    " (array_agg(l.document_number ORDER BY l.sequence_value DESC))[1] AS last_number"
+    " FROM docnum.ledger AS l JOIN docnum.counter AS c ON c.counter_id = l.counter_id"
+    " WHERE l.document_number = ANY(%(document_numbers)s::text[])"
+    " GROUP BY l.document_type, c.scope_value, c.period ORDER BY l.document_type, c.scope_value, c.period"
+)
+
+#: How many of the run's numbers are in each state.
+LEDGER_RUN_STATES = (
+    "SELECT l.state, count(*) AS numbers FROM docnum.ledger AS l"
+    " WHERE l.document_number = ANY(%(document_numbers)s::text[]) GROUP BY l.state ORDER BY l.state"
+)

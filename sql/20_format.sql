@@ -172,11 +172,14 @@ RETURN CASE p_reset
     ELSE lpad(extract(year FROM p_date)::integer::text, 4, '0') || '-'
          || lpad(extract(month FROM p_date)::integer::text, 2, '0') END;
 
--- Reads a number back with its type's template: scope value, period and sequence value, or no row when the
--- text is not exactly what the template renders (a re-render must give the same text back).
-CREATE FUNCTION docnum._parse(p_type docnum.document_type, p_number text,
-                              OUT scope_value text, OUT period text, OUT sequence_value bigint)
-LANGUAGE plpgsql STABLE
+-- Reads a number back with its type's template: scope value, period, sequence value and a document date that
+-- renders the same date tokens. sequence_value is NULL when the text is not exactly what the template renders
+-- (a re-render must give the same text back).
+CREATE FUNCTION docnum._parse_text(p_pattern text, p_groups text[], p_reset text, p_head text, p_tail text,
+                                   p_width integer, p_number text,
+                                   OUT scope_value text, OUT period text, OUT sequence_value bigint,
+                                   OUT document_date date)
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -187,13 +190,13 @@ DECLARE
     v_date  date;
     v_i     integer;
 BEGIN
-    v_match := regexp_match(p_number, p_type.parse_pattern);
+    v_match := regexp_match(p_number, p_pattern);
     IF v_match IS NULL THEN
         RETURN;
     END IF;
     scope_value := '';
-    FOR v_i IN 1 .. array_length(p_type.parse_groups, 1) LOOP
-        CASE p_type.parse_groups[v_i]
+    FOR v_i IN 1 .. array_length(p_groups, 1) LOOP
+        CASE p_groups[v_i]
             WHEN 'SCOPE' THEN scope_value := v_match[v_i];
             WHEN 'YYYY' THEN v_year := v_match[v_i]::integer;
             WHEN 'YY' THEN v_year := 2000 + v_match[v_i]::integer;
@@ -215,13 +218,22 @@ BEGIN
         sequence_value := NULL;
         RETURN;
     END IF;
-    period := docnum._period(p_type.reset, v_date);
-    IF docnum._fill(p_type.render_head, scope_value, v_date)
-       || docnum._seq_text(sequence_value, p_type.seq_width)
-       || docnum._fill(p_type.render_tail, scope_value, v_date) IS DISTINCT FROM p_number THEN
+    period := docnum._period(p_reset, v_date);
+    document_date := v_date;
+    IF docnum._fill(p_head, scope_value, v_date) || docnum._seq_text(sequence_value, p_width)
+       || docnum._fill(p_tail, scope_value, v_date) IS DISTINCT FROM p_number THEN
         scope_value := NULL;
         period := NULL;
         sequence_value := NULL;
+        document_date := NULL;
     END IF;
 END
 $$;
+
+-- _parse_text with a type's compiled template.
+CREATE FUNCTION docnum._parse(p_type docnum.document_type, p_number text,
+                              OUT scope_value text, OUT period text, OUT sequence_value bigint,
+                              OUT document_date date)
+LANGUAGE sql IMMUTABLE
+RETURN docnum._parse_text(p_type.parse_pattern, p_type.parse_groups, p_type.reset, p_type.render_head,
+                          p_type.render_tail, p_type.seq_width, p_number);

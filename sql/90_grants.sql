@@ -5,9 +5,11 @@ REVOKE ALL ON ALL TABLES IN SCHEMA docnum FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA docnum FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA docnum FROM PUBLIC;
 REVOKE ALL ON TYPE docnum.reservation FROM PUBLIC;
+REVOKE ALL ON TYPE docnum.import_result FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA docnum TO docnum_app, docnum_reader, docnum_admin;
 GRANT USAGE ON TYPE docnum.reservation TO docnum_app, docnum_reader, docnum_admin;
+GRANT USAGE ON TYPE docnum.import_result TO docnum_admin;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA docnum TO docnum_reader;
 GRANT SELECT ON docnum.document_type, docnum.counter, docnum.ledger TO docnum_app;
@@ -22,7 +24,23 @@ TO docnum_app;
 
 GRANT EXECUTE ON FUNCTION
     docnum.define_type(text, text, text, text, text, bigint, interval, interval, boolean, jsonb, text),
-    docnum.alter_type(text, text, text, bigint, interval, interval, boolean, jsonb, text, text)
+    docnum.alter_type(text, text, text, bigint, interval, interval, boolean, jsonb, text, text),
+    docnum.override_number(text, text, text, text, boolean),
+    docnum.void_number(text, text, text),
+    docnum.void_and_replace(text, text, text),
+    docnum.set_counter(text, text, text, bigint, text, text),
+    docnum.import_numbers(jsonb, text),
+    docnum.register_document_table(regclass, name, text)
 TO docnum_admin;
+
+GRANT EXECUTE ON FUNCTION
+    docnum.gaps(text, text, text),
+    docnum.check_duplicates(),
+    docnum.validate(),
+    docnum.number_history(text),
+    docnum.audit_export(timestamptz, timestamptz, text)
+TO docnum_reader;
+-- An application may read the trail of the numbers it issued.
+GRANT EXECUTE ON FUNCTION docnum.number_history(text) TO docnum_app;
 
 RESET ROLE;

@@ -385,11 +385,14 @@ RETURN CASE p_reset
     ELSE lpad(extract(year FROM p_date)::integer::text, 4, '0') || '-'
          || lpad(extract(month FROM p_date)::integer::text, 2, '0') END;
 
--- Reads a number back with its type's template: scope value, period and sequence value, or no row when the
--- text is not exactly what the template renders (a re-render must give the same text back).
-CREATE FUNCTION docnum._parse(p_type docnum.document_type, p_number text,
-                              OUT scope_value text, OUT period text, OUT sequence_value bigint)
-LANGUAGE plpgsql STABLE
+-- Reads a number back with its type's template: scope value, period, sequence value and a document date that
+-- renders the same date tokens. sequence_value is NULL when the text is not exactly what the template renders
+-- (a re-render must give the same text back).
+CREATE FUNCTION docnum._parse_text(p_pattern text, p_groups text[], p_reset text, p_head text, p_tail text,
+                                   p_width integer, p_number text,
+                                   OUT scope_value text, OUT period text, OUT sequence_value bigint,
+                                   OUT document_date date)
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -400,13 +403,13 @@ DECLARE
     v_date  date;
     v_i     integer;
 BEGIN
-    v_match := regexp_match(p_number, p_type.parse_pattern);
+    v_match := regexp_match(p_number, p_pattern);
     IF v_match IS NULL THEN
         RETURN;
     END IF;
     scope_value := '';
-    FOR v_i IN 1 .. array_length(p_type.parse_groups, 1) LOOP
-        CASE p_type.parse_groups[v_i]
+    FOR v_i IN 1 .. array_length(p_groups, 1) LOOP
+        CASE p_groups[v_i]
             WHEN 'SCOPE' THEN scope_value := v_match[v_i];
             WHEN 'YYYY' THEN v_year := v_match[v_i]::integer;
             WHEN 'YY' THEN v_year := 2000 + v_match[v_i]::integer;
@@ -428,16 +431,25 @@ BEGIN
         sequence_value := NULL;
         RETURN;
     END IF;
-    period := docnum._period(p_type.reset, v_date);
-    IF docnum._fill(p_type.render_head, scope_value, v_date)
-       || docnum._seq_text(sequence_value, p_type.seq_width)
-       || docnum._fill(p_type.render_tail, scope_value, v_date) IS DISTINCT FROM p_number THEN
+    period := docnum._period(p_reset, v_date);
+    document_date := v_date;
+    IF docnum._fill(p_head, scope_value, v_date) || docnum._seq_text(sequence_value, p_width)
+       || docnum._fill(p_tail, scope_value, v_date) IS DISTINCT FROM p_number THEN
         scope_value := NULL;
         period := NULL;
         sequence_value := NULL;
+        document_date := NULL;
     END IF;
 END
 $$;
+
+-- _parse_text with a type's compiled template.
+CREATE FUNCTION docnum._parse(p_type docnum.document_type, p_number text,
+                              OUT scope_value text, OUT period text, OUT sequence_value bigint,
+                              OUT document_date date)
+LANGUAGE sql IMMUTABLE
+RETURN docnum._parse_text(p_type.parse_pattern, p_type.parse_groups, p_type.reset, p_type.render_head,
+                          p_type.render_tail, p_type.seq_width, p_number);
 
 -- file: 30_allocation.sql
 -- docnum: allocation. reserve_number / confirm_number / cancel_number / next_number / expire_reservations.
@@ -1087,6 +1099,835 @@ BEGIN
 END
 $$;
 
+-- file: 50_admin.sql
+-- docnum: administration. Manual override, void and void-and-replace, counter adjustment, legacy import and
+-- registration of the application's document tables. Each keeps numbers unique, takes the counter's lock
+-- when it touches a counter, and audits what it did; explained gaps are recorded in docnum.counter_skip.
+
+-- Values a counter jumped over on purpose (override, set_counter, import), so docnum.gaps() can explain them.
+CREATE TABLE docnum.counter_skip (
+    skip_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    counter_id  bigint NOT NULL REFERENCES docnum.counter (counter_id),
+    from_value  bigint NOT NULL CHECK (from_value > 0),
+    to_value    bigint NOT NULL,
+    source      text NOT NULL CHECK (source IN ('MANUAL_OVERRIDE', 'SET_COUNTER', 'IMPORT')),
+    reason      text,
+    actor       text,
+    number_id   bigint REFERENCES docnum.ledger (number_id),
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT counter_skip_range_check CHECK (to_value >= from_value)
+);
+COMMENT ON TABLE docnum.counter_skip IS 'Ranges of counter values skipped on purpose, with who, why and when';
+CREATE INDEX counter_skip_counter_idx ON docnum.counter_skip (counter_id, from_value);
+
+-- The application's own tables that store document numbers, checked by docnum.check_duplicates().
+CREATE TABLE docnum.document_table (
+    table_name    regclass PRIMARY KEY,
+    number_column name NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE docnum.document_table IS 'Application tables whose document numbers check_duplicates() inspects';
+
+-- Finds or creates the counter of (type, scope, period) and takes its transaction-scoped lock, honouring the
+-- type's lock_timeout (NB003 when it runs out). Returns the locked counter row.
+CREATE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
+RETURNS docnum.counter
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_counter docnum.counter;
+    v_session_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF p_type.lock_timeout IS NOT NULL
+       AND (v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval) THEN
+        PERFORM set_config('lock_timeout', (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+    END IF;
+    BEGIN
+        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+        VALUES (p_type.code, p_scope, p_period)
+        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+        SELECT c.* INTO STRICT v_counter
+          FROM docnum.counter c
+         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
+        PERFORM pg_advisory_xact_lock(1685021550, v_counter.counter_id::integer);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+            USING ERRCODE = 'NB003',
+                  DETAIL = pg_catalog.format('Counter (%s, %L, %L) is held by another transaction for longer than '
+                                             'the lock timeout.', p_type.code, p_scope, p_period),
+                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                         '(pg_locks, locktype advisory).';
+    END;
+    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+    -- Re-read under the lock: the value may have moved while we waited.
+    SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter.counter_id;
+    RETURN v_counter;
+END
+$$;
+
+-- Loads a type for an administrative operation (NB001 when unknown) after checking the common arguments.
+CREATE FUNCTION docnum._admin_type(p_code text, p_actor text, p_reason text, p_reason_required boolean)
+RETURNS docnum.document_type
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_type docnum.document_type;
+BEGIN
+    PERFORM docnum._require_writable();
+    PERFORM docnum._check_text('actor', p_actor, 200);
+    PERFORM docnum._check_text('reason', p_reason, 1000);
+    IF p_reason_required AND p_reason IS NULL THEN
+        RAISE EXCEPTION 'a reason is required'
+            USING ERRCODE = 'NB006', DETAIL = 'Administrative changes to numbering are audited with their reason.',
+                  HINT = 'Pass reason => ''...''.';
+    END IF;
+    IF p_code IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.* INTO v_type FROM docnum.document_type t WHERE t.code = p_code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'document type % is not defined', quote_literal(left(p_code, 60))
+            USING ERRCODE = 'NB001', DETAIL = 'No row in docnum.document_type has this code.',
+                  HINT = 'Define it with docnum.define_type(); codes are upper-case, e.g. ''COR''.';
+    END IF;
+    RETURN v_type;
+END
+$$;
+
+-- Checks a scope value read from a number or given by an administrator against its type's rules.
+CREATE FUNCTION docnum._check_scope(p_type docnum.document_type, p_scope text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
+        IF coalesce(p_scope, '') <> '' THEN
+            RAISE EXCEPTION 'document type % takes no scope value', p_type.code
+                USING ERRCODE = 'NB006', DETAIL = pg_catalog.format('%s is a %s type.', p_type.code, p_type.scope),
+                      HINT = 'Omit scope for this type.';
+        END IF;
+        RETURN '';
+    END IF;
+    IF p_scope IS NULL OR p_scope = '' OR length(p_scope) > 64 OR p_scope ~ '[[:cntrl:]]'
+       OR p_scope <> btrim(p_scope) THEN
+        RAISE EXCEPTION 'invalid scope value %', coalesce(quote_literal(left(p_scope, 60)), 'NULL')
+            USING ERRCODE = 'NB006',
+                  DETAIL = 'A scope value is 1 to 64 characters, without control characters or surrounding spaces.',
+                  HINT = pg_catalog.format('%s numbers are counted per %s.', p_type.code, lower(p_type.scope));
+    END IF;
+    RETURN p_scope;
+END
+$$;
+
+-- Records a number chosen by a person (state overridden). It must match the type's template (unless
+-- skip_validation) and exist nowhere yet; a value above its counter moves the counter up to it, and the values
+-- jumped over are recorded as skipped by this override, so automatic allocation never collides with it.
+CREATE FUNCTION docnum.override_number(
+    document_type text, document_number text, actor text DEFAULT NULL, reason text DEFAULT NULL,
+    skip_validation boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_type    docnum.document_type;
+    v_parsed  record;
+    v_counter docnum.counter;
+    v_number_id bigint;
+BEGIN
+    IF override_number.document_type IS NULL OR override_number.document_type = '' THEN
+        RAISE EXCEPTION 'a document type is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.',
+                  HINT = 'Pass the code of the type the number belongs to.';
+    END IF;
+    v_type := docnum._admin_type(override_number.document_type, override_number.actor, override_number.reason, true);
+    PERFORM docnum._check_text('document_number', override_number.document_number, 300);
+    IF override_number.document_number IS NULL THEN
+        RAISE EXCEPTION 'a document number is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_number was NULL.', HINT = 'Pass the number to record.';
+    END IF;
+    IF override_number.skip_validation IS NULL THEN
+        RAISE EXCEPTION 'skip_validation cannot be NULL'
+            USING ERRCODE = 'NB006', DETAIL = 'It is true or false.', HINT = 'The default is false.';
+    END IF;
+    IF NOT v_type.allow_manual_override THEN
+        RAISE EXCEPTION 'manual override is not allowed for %', v_type.code
+            USING ERRCODE = 'NB007',
+                  DETAIL = pg_catalog.format('Type %s has allow_manual_override = false.', v_type.code),
+                  HINT = pg_catalog.format('An administrator can allow it: docnum.alter_type(%L, '
+                                           'allow_manual_override => true).', v_type.code);
+    END IF;
+
+    v_parsed := docnum._parse(v_type, override_number.document_number);
+    IF v_parsed.sequence_value IS NULL AND NOT override_number.skip_validation THEN
+        RAISE EXCEPTION 'number % does not match the format of %', quote_literal(override_number.document_number),
+                v_type.code
+            USING ERRCODE = 'NB006',
+                  DETAIL = pg_catalog.format('The format is %s.', v_type.format),
+                  HINT = 'Correct the number, or pass skip_validation => true to record it without a counter.';
+    END IF;
+    IF v_parsed.sequence_value IS NOT NULL THEN
+        PERFORM docnum._check_scope(v_type, v_parsed.scope_value);
+        IF v_parsed.sequence_value > v_type.max_value THEN
+            RAISE EXCEPTION 'number % is above max_value % of %', override_number.document_number,
+                    v_type.max_value, v_type.code
+                USING ERRCODE = 'NB006', DETAIL = 'Its sequence value would exhaust the counter.',
+                      HINT = 'Raise max_value with docnum.alter_type() first.';
+        END IF;
+        v_counter := docnum._lock_counter(v_type, v_parsed.scope_value, v_parsed.period);
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM docnum.ledger l WHERE l.document_number = override_number.document_number)
+       OR (v_counter.counter_id IS NOT NULL AND EXISTS (
+               SELECT 1 FROM docnum.ledger l
+                WHERE l.counter_id = v_counter.counter_id AND l.sequence_value = v_parsed.sequence_value)) THEN
+        RAISE EXCEPTION 'number % already exists', override_number.document_number
+            USING ERRCODE = 'NB005',
+                  DETAIL = 'Every number ever issued is in docnum.ledger, whatever its state.',
+                  HINT = 'See docnum.number_history() for it; a number is never issued twice.';
+    END IF;
+
+    BEGIN
+        INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, actor,
+                                        metadata)
+        VALUES (v_type.code, v_counter.counter_id, v_parsed.sequence_value, override_number.document_number,
+                'overridden', override_number.actor,
+                jsonb_build_object('reason', override_number.reason,
+                                   'skip_validation', override_number.skip_validation))
+        RETURNING l.number_id INTO v_number_id;
+    EXCEPTION WHEN unique_violation THEN
+        -- Another transaction recorded the same text at the same moment (without a counter to serialise on).
+        RAISE EXCEPTION 'number % already exists', override_number.document_number
+            USING ERRCODE = 'NB005', DETAIL = 'It was recorded concurrently by another transaction.',
+                  HINT = 'See docnum.number_history() for it; a number is never issued twice.';
+    END;
+
+    IF v_counter.counter_id IS NOT NULL AND v_parsed.sequence_value > v_counter.current_value THEN
+        IF v_parsed.sequence_value > v_counter.current_value + 1 THEN
+            INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor, number_id)
+            VALUES (v_counter.counter_id, v_counter.current_value + 1, v_parsed.sequence_value - 1,
+                    'MANUAL_OVERRIDE', override_number.reason, override_number.actor, v_number_id);
+        END IF;
+        UPDATE docnum.counter c SET current_value = v_parsed.sequence_value, last_used_at = now()
+         WHERE c.counter_id = v_counter.counter_id;
+    END IF;
+
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value, metadata)
+    VALUES ('MANUAL_OVERRIDE', v_type.code, override_number.document_number, nullif(v_parsed.scope_value, ''),
+            override_number.actor,
+            CASE WHEN v_counter.counter_id IS NOT NULL
+                 THEN jsonb_build_object('counter_value', v_counter.current_value) END,
+            jsonb_build_object('state', 'overridden', 'sequence_value', v_parsed.sequence_value,
+                               'period', v_parsed.period,
+                               'counter_value', greatest(v_counter.current_value, v_parsed.sequence_value)),
+            jsonb_build_object('reason', override_number.reason,
+                               'skip_validation', override_number.skip_validation));
+    RETURN override_number.document_number;
+END
+$$;
+
+-- Voids a confirmed, overridden or imported number: it stays in the ledger as voided and is never issued
+-- again. Returns the locked ledger row. Shared by void_number and void_and_replace.
+CREATE FUNCTION docnum._void(p_number text, p_actor text, p_reason text, p_operation text)
+RETURNS docnum.ledger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row docnum.ledger;
+BEGIN
+    PERFORM docnum._admin_type(NULL, p_actor, p_reason, true);
+    IF p_number IS NULL OR p_number = '' THEN
+        RAISE EXCEPTION 'a document number is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_number was NULL or empty.', HINT = 'Pass the number to void.';
+    END IF;
+    SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.document_number = p_number FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'number % was never issued', quote_literal(left(p_number, 60))
+            USING ERRCODE = 'NB011', DETAIL = 'No row in docnum.ledger has this number.',
+                  HINT = 'Numbers are unique across all types; check the spelling.';
+    END IF;
+    IF v_row.state NOT IN ('confirmed', 'overridden', 'imported') THEN
+        RAISE EXCEPTION 'cannot void % in state %', p_number, v_row.state
+            USING ERRCODE = 'NB009',
+                  DETAIL = 'Only confirmed, overridden or imported numbers can be voided.',
+                  HINT = CASE WHEN v_row.state = 'reserved' THEN 'Cancel a reservation with docnum.cancel_number().'
+                              ELSE 'This number is already out of use.' END;
+    END IF;
+    UPDATE docnum.ledger l SET state = 'voided', voided_at = now(), void_reason = p_reason
+     WHERE l.number_id = v_row.number_id;
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value, metadata)
+    SELECT p_operation, v_row.document_type, v_row.document_number, nullif(c.scope_value, ''), p_actor,
+           jsonb_build_object('state', v_row.state), jsonb_build_object('state', 'voided'),
+           jsonb_build_object('reason', p_reason)
+      FROM (SELECT 1) AS one LEFT JOIN docnum.counter c ON c.counter_id = v_row.counter_id;
+    RETURN v_row;
+END
+$$;
+
+-- Voids a number (see _void); returns it.
+CREATE FUNCTION docnum.void_number(document_number text, actor text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (docnum._void(void_number.document_number, void_number.actor, void_number.reason, 'VOID')).document_number;
+END
+$$;
+
+-- Voids a number and issues its replacement in the same counter (same scope and period as the original, not
+-- today's); the two rows point at each other. Returns the new number.
+CREATE FUNCTION docnum.void_and_replace(document_number text, actor text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old    docnum.ledger;
+    v_type   docnum.document_type;
+    v_parsed record;
+    v_new    docnum.reservation;
+    v_new_id bigint;
+BEGIN
+    v_old := docnum._void(void_and_replace.document_number, void_and_replace.actor, void_and_replace.reason,
+                          'VOID');
+    IF v_old.counter_id IS NULL THEN
+        RAISE EXCEPTION 'number % has no counter to replace it from', void_and_replace.document_number
+            USING ERRCODE = 'NB006', DETAIL = 'It was recorded with skip_validation and does not match its format.',
+                  HINT = 'Void it with docnum.void_number() and issue a new number with docnum.next_number().';
+    END IF;
+    SELECT t.* INTO STRICT v_type FROM docnum.document_type t WHERE t.code = v_old.document_type;
+    -- The original's own text gives back its scope and a date inside its period.
+    v_parsed := docnum._parse(v_type, v_old.document_number);
+    IF v_parsed.sequence_value IS NULL THEN
+        SELECT c.scope_value, c.period,
+               CASE WHEN c.period = '' THEN (now() AT TIME ZONE v_type.time_zone)::date
+                    ELSE to_date(c.period || CASE WHEN length(c.period) = 4 THEN '-01-01' ELSE '-01' END,
+                                 'YYYY-MM-DD') END AS document_date
+          INTO v_parsed
+          FROM docnum.counter c WHERE c.counter_id = v_old.counter_id;
+    END IF;
+    v_new := docnum._issue(v_type, v_parsed.scope_value, v_parsed.document_date, 'confirmed', NULL, NULL,
+                           void_and_replace.actor, v_old.document_ref,
+                           jsonb_build_object('replaces', v_old.document_number, 'reason', void_and_replace.reason),
+                           'REPLACE');
+    SELECT l.number_id INTO STRICT v_new_id FROM docnum.ledger l WHERE l.document_number = v_new.document_number;
+    UPDATE docnum.ledger l SET replaced_by_number_id = v_new_id WHERE l.number_id = v_old.number_id;
+    UPDATE docnum.ledger l SET replaces_number_id = v_old.number_id WHERE l.number_id = v_new_id;
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value, metadata)
+    VALUES ('REPLACE_LINK', v_type.code, v_old.document_number, nullif(v_parsed.scope_value, ''),
+            void_and_replace.actor, NULL,
+            jsonb_build_object('replaced_by', v_new.document_number),
+            jsonb_build_object('reason', void_and_replace.reason));
+    RETURN v_new.document_number;
+END
+$$;
+
+-- Sets a counter to a value (the seed's numbering:set). Moving forward records the jumped-over values as
+-- skipped; moving backward is allowed and audited, and allocation still skips every value the ledger holds.
+CREATE FUNCTION docnum.set_counter(
+    document_type text, scope text DEFAULT NULL, period text DEFAULT NULL, value bigint DEFAULT NULL,
+    actor text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_type    docnum.document_type;
+    v_scope   text;
+    v_period  text;
+    v_counter docnum.counter;
+BEGIN
+    IF set_counter.document_type IS NULL OR set_counter.document_type = '' THEN
+        RAISE EXCEPTION 'a document type is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.', HINT = 'Pass a type code.';
+    END IF;
+    v_type := docnum._admin_type(set_counter.document_type, set_counter.actor, set_counter.reason, true);
+    v_scope := docnum._check_scope(v_type, set_counter.scope);
+    IF set_counter.value IS NULL OR set_counter.value < 0 OR set_counter.value > v_type.max_value THEN
+        RAISE EXCEPTION 'invalid counter value %', coalesce(set_counter.value::text, 'NULL')
+            USING ERRCODE = 'NB006',
+                  DETAIL = pg_catalog.format('A counter value lies between 0 and max_value %s.', v_type.max_value),
+                  HINT = 'The next number issued is value + 1 (or the first value after it with no ledger row).';
+    END IF;
+    v_period := coalesce(set_counter.period,
+                         docnum._period(v_type.reset, (now() AT TIME ZONE v_type.time_zone)::date));
+    IF (v_type.reset = 'NEVER' AND v_period <> '')
+       OR (v_type.reset = 'YEARLY' AND v_period !~ '^[0-9]{4}$')
+       OR (v_type.reset = 'MONTHLY' AND v_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$') THEN
+        RAISE EXCEPTION 'invalid period % for a % reset', quote_literal(left(v_period, 20)), v_type.reset
+            USING ERRCODE = 'NB006', DETAIL = 'Periods are '''' (NEVER), ''2025'' (YEARLY) or ''2025-10'' (MONTHLY).',
+                  HINT = 'Omit period for the current one.';
+    END IF;
+    v_counter := docnum._lock_counter(v_type, v_scope, v_period);
+    IF set_counter.value > v_counter.current_value + 1 THEN
+        INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor)
+        VALUES (v_counter.counter_id, v_counter.current_value + 1, set_counter.value, 'SET_COUNTER',
+                set_counter.reason, set_counter.actor);
+    ELSIF set_counter.value = v_counter.current_value + 1 THEN
+        INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor)
+        VALUES (v_counter.counter_id, set_counter.value, set_counter.value, 'SET_COUNTER', set_counter.reason,
+                set_counter.actor);
+    END IF;
+    UPDATE docnum.counter c SET current_value = set_counter.value WHERE c.counter_id = v_counter.counter_id;
+    INSERT INTO docnum.audit_log (operation, document_type, scope_value, actor, old_value, new_value, metadata)
+    VALUES ('SET_COUNTER', v_type.code, nullif(v_scope, ''), set_counter.actor,
+            jsonb_build_object('period', v_period, 'value', v_counter.current_value),
+            jsonb_build_object('period', v_period, 'value', set_counter.value),
+            jsonb_build_object('reason', set_counter.reason));
+    RETURN set_counter.value;
+END
+$$;
+
+-- Registers an application table that stores document numbers, for docnum.check_duplicates(). The table's
+-- owner must let docnum read it: GRANT SELECT ON the_table TO docnum_owner.
+CREATE FUNCTION docnum.register_document_table(table_name regclass, number_column name,
+                                               actor text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM docnum._admin_type(NULL, register_document_table.actor, NULL, false);
+    IF register_document_table.table_name IS NULL OR NOT EXISTS (
+           SELECT 1 FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = register_document_table.table_name
+              AND a.attname = register_document_table.number_column AND NOT a.attisdropped AND a.attnum > 0) THEN
+        RAISE EXCEPTION 'column % not found in %', register_document_table.number_column,
+                register_document_table.table_name
+            USING ERRCODE = 'NB006', DETAIL = 'The table must exist and have the named column.',
+                  HINT = 'Pass table_name => ''schema.table'', number_column => ''document_number''.';
+    END IF;
+    IF NOT has_table_privilege('docnum_owner', register_document_table.table_name, 'SELECT') THEN
+        RAISE EXCEPTION 'docnum cannot read %', register_document_table.table_name
+            USING ERRCODE = 'NB006', DETAIL = 'check_duplicates() reads registered tables as docnum_owner.',
+                  HINT = pg_catalog.format('GRANT SELECT ON %s TO docnum_owner;', register_document_table.table_name);
+    END IF;
+    INSERT INTO docnum.document_table AS d (table_name, number_column)
+    VALUES (register_document_table.table_name, register_document_table.number_column)
+    ON CONFLICT (table_name) DO UPDATE SET number_column = EXCLUDED.number_column;
+    INSERT INTO docnum.audit_log (operation, actor, new_value)
+    VALUES ('REGISTER_TABLE', register_document_table.actor,
+            jsonb_build_object('table', register_document_table.table_name::text,
+                               'number_column', register_document_table.number_column));
+END
+$$;
+
+-- file: 55_import.sql
+-- docnum: legacy import. Many rows per call; each row is parsed by its type's template and reported back with
+-- its status; valid rows become 'imported' and counters end at least at the highest imported value, all in
+-- the caller's transaction. Re-running the same rows changes nothing and reports them as already present.
+
+CREATE TYPE docnum.import_result AS (
+    row_number      integer,
+    document_type   text,
+    document_number text,
+    status          text,     -- imported | already_present | rejected
+    detail          text
+);
+
+-- One parsed input row (internal).
+CREATE TYPE docnum._import_row AS (
+    row_number      integer,
+    document_type   text,
+    document_number text,
+    created_at      timestamptz,
+    document_ref    text,
+    scope_value     text,
+    period          text,
+    sequence_value  bigint,
+    problem         text
+);
+
+-- Reads a timestamp written by another system; NULL when it is not one.
+CREATE FUNCTION docnum._to_timestamptz(p_text text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_text IS NULL OR p_text !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}' THEN
+        RETURN NULL;
+    END IF;
+    RETURN p_text::timestamptz;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_time_zone_displacement_value THEN
+    RETURN NULL;
+END
+$$;
+
+-- Imports legacy numbers given as a JSON array of objects
+-- {"document_type": "COR", "document_number": "COR-2019-00042", "created_at": "...", "document_ref": "..."}.
+-- Returns one row per input row, in input order.
+CREATE FUNCTION docnum.import_numbers(rows jsonb, actor text DEFAULT NULL)
+RETURNS SETOF docnum.import_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows docnum._import_row[];
+BEGIN
+    PERFORM docnum._require_writable();
+    PERFORM docnum._check_text('actor', import_numbers.actor, 200);
+    IF import_numbers.rows IS NULL OR jsonb_typeof(import_numbers.rows) <> 'array' THEN
+        RAISE EXCEPTION 'rows must be a JSON array'
+            USING ERRCODE = 'NB006', DETAIL = 'import_numbers takes an array of objects.',
+                  HINT = '[{"document_type": "COR", "document_number": "COR-2019-00042"}, ...]';
+    END IF;
+
+    -- 1. Read and parse every row; find what is wrong with it on its own or within this batch.
+    SELECT coalesce(array_agg(ROW(s.n, s.code, s.number, s.created_at, s.document_ref, s.scope_value, s.period,
+                                  s.sequence_value,
+                                  coalesce(s.problem, CASE WHEN s.first_row < s.n
+                                                           THEN 'duplicate of row ' || s.first_row END)
+                              )::docnum._import_row ORDER BY s.n), '{}')
+      INTO v_rows
+      FROM (
+        SELECT f.n, f.code, f.number, docnum._to_timestamptz(f.created_at) AS created_at, f.document_ref,
+               p.scope_value, p.period, p.sequence_value,
+               min(f.n) OVER (PARTITION BY f.number) AS first_row,
+               CASE
+                   WHEN f.code IS NULL OR f.number IS NULL
+                       THEN 'document_type and document_number are required'
+                   WHEN t.code IS NULL THEN 'unknown document type ' || quote_literal(left(f.code, 60))
+                   WHEN length(f.number) > 300 OR f.number ~ '[[:cntrl:]]' THEN 'invalid document number'
+                   WHEN p.sequence_value IS NULL THEN 'does not match the format ' || t.format
+                   WHEN t.scope IN ('PROJECT', 'CONTRACT')
+                        AND (length(p.scope_value) > 64 OR p.scope_value ~ '[[:cntrl:]]'
+                             OR p.scope_value <> btrim(p.scope_value)) THEN 'invalid scope value'
+                   WHEN p.sequence_value > t.max_value THEN 'sequence value above max_value ' || t.max_value
+                   WHEN f.created_at IS NOT NULL AND docnum._to_timestamptz(f.created_at) IS NULL
+                       THEN 'invalid created_at ' || quote_literal(left(f.created_at, 40))
+                   WHEN length(f.document_ref) > 500 THEN 'document_ref longer than 500 characters'
+               END AS problem
+          FROM (SELECT i.n::integer AS n,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN i.item ->> 'document_type' END AS code,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN i.item ->> 'document_number' END AS number,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN nullif(i.item ->> 'created_at', '') END
+                           AS created_at,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN nullif(i.item ->> 'document_ref', '') END
+                           AS document_ref
+                  FROM jsonb_array_elements(import_numbers.rows) WITH ORDINALITY AS i(item, n)) f
+          LEFT JOIN docnum.document_type t ON t.code = f.code
+          LEFT JOIN LATERAL docnum._parse(t, f.number) p ON t.code IS NOT NULL AND f.number IS NOT NULL
+      ) s;
+
+    -- 2. Make sure every counter exists, then lock them in counter order (two imports cannot deadlock;
+    --    allocation holds one counter at a time).
+    INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+    SELECT DISTINCT r.document_type, r.scope_value, r.period FROM unnest(v_rows) r WHERE r.problem IS NULL
+    ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(1685021550, k.counter_id::integer)
+           FROM (SELECT DISTINCT c.counter_id
+                   FROM unnest(v_rows) r
+                   JOIN docnum.counter c
+                     ON c.document_type = r.document_type AND c.scope_value = r.scope_value AND c.period = r.period
+                  WHERE r.problem IS NULL
+                  ORDER BY c.counter_id) k;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'timed out waiting for a counter to import into'
+            USING ERRCODE = 'NB003', DETAIL = 'Another transaction holds one of the counters of this batch.',
+                  HINT = 'Retry the import; it changes nothing until it succeeds.';
+    END;
+
+    -- 3. Under the locks: compare with the ledger, insert, move counters, audit, report.
+    RETURN QUERY
+    WITH r AS (
+        SELECT x.*, c.counter_id, c.current_value
+          FROM unnest(v_rows) x
+          LEFT JOIN docnum.counter c
+            ON x.problem IS NULL AND c.document_type = x.document_type AND c.scope_value = x.scope_value
+           AND c.period = x.period
+    ), classified AS (
+        SELECT r.*,
+               CASE WHEN r.problem IS NOT NULL THEN 'rejected'
+                    WHEN e.state = 'imported' AND e.document_type = r.document_type
+                         AND e.counter_id = r.counter_id AND e.sequence_value = r.sequence_value
+                        THEN 'already_present'
+                    WHEN e.number_id IS NOT NULL OR v.number_id IS NOT NULL THEN 'rejected'
+                    ELSE 'imported' END AS status,
+               CASE WHEN r.problem IS NOT NULL THEN r.problem
+                    WHEN e.state = 'imported' AND e.document_type = r.document_type
+                         AND e.counter_id = r.counter_id AND e.sequence_value = r.sequence_value
+                        THEN 'imported earlier'
+                    WHEN e.number_id IS NOT NULL
+                        THEN pg_catalog.format('duplicate: already in the ledger as %s %s', e.state, e.document_type)
+                    WHEN v.number_id IS NOT NULL
+                        THEN pg_catalog.format('duplicate: value %s of this counter is already %s',
+                                               r.sequence_value, v.document_number)
+               END AS detail
+          FROM r
+          LEFT JOIN docnum.ledger e ON e.document_number = r.document_number
+          LEFT JOIN docnum.ledger v
+            ON r.problem IS NULL AND v.counter_id = r.counter_id AND v.sequence_value = r.sequence_value
+    ), inserted AS (
+        INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, actor,
+                                        document_ref, metadata, issued_at)
+        SELECT k.document_type, k.counter_id, k.sequence_value, k.document_number, 'imported',
+               import_numbers.actor, k.document_ref, jsonb_build_object('source', 'import', 'row', k.row_number),
+               coalesce(k.created_at, now())
+          FROM classified k WHERE k.status = 'imported'
+        RETURNING l.document_type, l.document_number, l.counter_id, l.sequence_value, l.document_ref
+    ), moved AS (
+        SELECT k.counter_id, min(k.current_value) AS old_value, max(k.sequence_value) AS new_value
+          FROM classified k WHERE k.status = 'imported'
+         GROUP BY k.counter_id
+        HAVING max(k.sequence_value) > min(k.current_value)
+    ), counters AS (
+        UPDATE docnum.counter c SET current_value = m.new_value, last_used_at = now()
+          FROM moved m WHERE c.counter_id = m.counter_id
+        RETURNING c.counter_id
+    ), skipped AS (
+        INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor)
+        SELECT m.counter_id, m.old_value + 1, m.new_value, 'IMPORT', 'legacy import', import_numbers.actor
+          FROM moved m
+        RETURNING 1
+    ), audited AS (
+        INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,
+                                      metadata)
+        SELECT 'IMPORT', i.document_type, i.document_number, nullif(c.scope_value, ''), import_numbers.actor,
+               jsonb_build_object('state', 'imported', 'sequence_value', i.sequence_value, 'period', c.period,
+                                  'document_ref', i.document_ref),
+               jsonb_build_object('source', 'import')
+          FROM inserted i JOIN docnum.counter c ON c.counter_id = i.counter_id
+        RETURNING 1
+    )
+    SELECT k.row_number, k.document_type, k.document_number, k.status, k.detail
+      FROM classified k
+     ORDER BY k.row_number;
+END
+$$;
+
+-- file: 60_reports.sql
+-- docnum: reports for DBAs and auditors. Counter status, gaps with their explanations, duplicate checks, one
+-- integrity report, the history of a number and audit export. All read-only; docnum_reader may use them.
+
+-- Per counter: where it stands, how full it is and what became of its numbers (the seed's numbering:status).
+CREATE VIEW docnum.sequence_status AS
+SELECT c.document_type,
+       c.scope_value,
+       c.period,
+       c.current_value,
+       t.max_value,
+       round(c.current_value * 100.0 / t.max_value, 2) AS utilisation_pct,
+       coalesce(s.reserved, 0) AS reserved,
+       coalesce(s.confirmed, 0) AS confirmed,
+       coalesce(s.cancelled, 0) AS cancelled,
+       coalesce(s.expired, 0) AS expired,
+       coalesce(s.voided, 0) AS voided,
+       coalesce(s.overridden, 0) AS overridden,
+       coalesce(s.imported, 0) AS imported,
+       c.last_used_at,
+       c.counter_id
+  FROM docnum.counter c
+  JOIN docnum.document_type t ON t.code = c.document_type
+  LEFT JOIN LATERAL (
+      SELECT count(*) FILTER (WHERE l.state = 'reserved') AS reserved,
+             count(*) FILTER (WHERE l.state = 'confirmed') AS confirmed,
+             count(*) FILTER (WHERE l.state = 'cancelled') AS cancelled,
+             count(*) FILTER (WHERE l.state = 'expired') AS expired,
+             count(*) FILTER (WHERE l.state = 'voided') AS voided,
+             count(*) FILTER (WHERE l.state = 'overridden') AS overridden,
+             count(*) FILTER (WHERE l.state = 'imported') AS imported
+        FROM docnum.ledger l
+       WHERE l.counter_id = c.counter_id) s ON true;
+COMMENT ON VIEW docnum.sequence_status IS 'One row per counter: value, utilisation and numbers by state';
+
+-- Values at or below a counter that have no ledger row, each with the recorded reason it was skipped (the
+-- latest skip covering it) or NULLs when nothing explains it.
+CREATE FUNCTION docnum.gaps(document_type text DEFAULT NULL, scope text DEFAULT NULL, period text DEFAULT NULL)
+RETURNS TABLE (document_type text, scope_value text, period text, sequence_value bigint, explained boolean,
+               source text, reason text, actor text, recorded_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH issued AS (
+        SELECT c.counter_id, c.current_value, l.sequence_value,
+               lag(l.sequence_value, 1, 0::bigint) OVER (PARTITION BY c.counter_id ORDER BY l.sequence_value) AS prev
+          FROM docnum.counter c
+          JOIN docnum.ledger l ON l.counter_id = c.counter_id AND l.sequence_value <= c.current_value
+         WHERE (gaps.document_type IS NULL OR c.document_type = gaps.document_type)
+           AND (gaps.scope IS NULL OR c.scope_value = gaps.scope)
+           AND (gaps.period IS NULL OR c.period = gaps.period)
+    ), ranges AS (
+        -- holes between consecutive issued values
+        SELECT i.counter_id, i.prev + 1 AS from_value, i.sequence_value - 1 AS to_value
+          FROM issued i WHERE i.sequence_value > i.prev + 1
+        UNION ALL
+        -- the hole above the highest issued value (or the whole counter when nothing was issued)
+        SELECT c.counter_id, coalesce(m.top, 0) + 1, c.current_value
+          FROM docnum.counter c
+          LEFT JOIN (SELECT l.counter_id, max(l.sequence_value) AS top
+                       FROM docnum.ledger l JOIN docnum.counter c2 ON c2.counter_id = l.counter_id
+                      WHERE l.sequence_value <= c2.current_value
+                      GROUP BY l.counter_id) m ON m.counter_id = c.counter_id
+         WHERE c.current_value > coalesce(m.top, 0)
+           AND (gaps.document_type IS NULL OR c.document_type = gaps.document_type)
+           AND (gaps.scope IS NULL OR c.scope_value = gaps.scope)
+           AND (gaps.period IS NULL OR c.period = gaps.period)
+    )
+    SELECT c.document_type, c.scope_value, c.period, v.value, s.skip_id IS NOT NULL, s.source, s.reason, s.actor,
+           s.recorded_at
+      FROM ranges r
+      JOIN docnum.counter c ON c.counter_id = r.counter_id
+     CROSS JOIN LATERAL generate_series(r.from_value, r.to_value) AS v(value)
+      LEFT JOIN LATERAL (
+          SELECT k.skip_id, k.source, k.reason, k.actor, k.recorded_at
+            FROM docnum.counter_skip k
+           WHERE k.counter_id = r.counter_id AND v.value BETWEEN k.from_value AND k.to_value
+           ORDER BY k.skip_id DESC
+           LIMIT 1) s ON true
+     ORDER BY c.document_type, c.scope_value, c.period, v.value;
+END;
+
+-- Numbers used more than once: in the ledger (impossible while its unique constraint stands; this proves it
+-- after a restore or a bulk load that bypassed constraints) and in the registered application tables (the
+-- same number twice in one table, or in two tables). The seed's numbering:check-duplicates.
+CREATE FUNCTION docnum.check_duplicates()
+RETURNS TABLE (document_number text, occurrences bigint, found_in text[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sql text := 'SELECT l.document_number AS n, ''docnum.ledger''::text AS src FROM docnum.ledger l';
+    v_table record;
+BEGIN
+    FOR v_table IN SELECT d.table_name, d.number_column FROM docnum.document_table d ORDER BY d.table_name::text
+    LOOP
+        v_sql := v_sql || pg_catalog.format(' UNION ALL SELECT t.%I::text, %L FROM %s t WHERE t.%I IS NOT NULL',
+                                            v_table.number_column, v_table.table_name::text, v_table.table_name,
+                                            v_table.number_column);
+    END LOOP;
+    -- A number in the ledger and once in one application table is the normal case; count per source.
+    RETURN QUERY EXECUTE
+        'SELECT u.n, count(*), array_agg(u.src ORDER BY u.src) FROM (' || v_sql || ') u '
+        || 'GROUP BY u.n HAVING count(*) FILTER (WHERE u.src = ''docnum.ledger'') > 1 '
+        || 'OR count(*) FILTER (WHERE u.src <> ''docnum.ledger'') > 1 ORDER BY u.n';
+END
+$$;
+
+-- One integrity report; no rows means healthy (the seed's numbering:validate). Each finding is a row.
+CREATE FUNCTION docnum.validate()
+RETURNS TABLE (check_name text, severity text, detail text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- A counter below a value the ledger holds would try that value again (it would be skipped, but the
+    -- counter no longer tells the truth).
+    RETURN QUERY
+    SELECT 'counter_below_ledger', 'error',
+           pg_catalog.format('counter %s/%s/%s is at %s but the ledger holds value %s', c.document_type,
+                             c.scope_value, c.period, c.current_value, m.top)
+      FROM docnum.counter c
+      JOIN (SELECT l.counter_id, max(l.sequence_value) AS top FROM docnum.ledger l GROUP BY l.counter_id) m
+        ON m.counter_id = c.counter_id
+     WHERE m.top > c.current_value;
+
+    -- Every counted number must read back, with its type's template (current or any earlier one), as exactly
+    -- its own counter and value.
+    RETURN QUERY
+    WITH formats AS (
+        SELECT t.code, t.format FROM docnum.document_type t
+        UNION
+        SELECT a.document_type, a.new_value ->> 'format' FROM docnum.audit_log a
+         WHERE a.operation IN ('DEFINE_TYPE', 'ALTER_TYPE') AND a.new_value ? 'format'
+    ), templates AS (
+        SELECT t.code, f.format, cf.render_head, cf.render_tail, cf.seq_width, cf.parse_pattern, cf.parse_groups,
+               t.scope, t.reset
+          FROM formats f
+          JOIN docnum.document_type t ON t.code = f.code
+         CROSS JOIN LATERAL docnum._compile_format(t.code, f.format, t.scope, t.reset) cf
+    )
+    SELECT 'number_format_mismatch', 'error',
+           pg_catalog.format('%s (%s) does not read back as value %s of counter %s/%s/%s', l.document_number,
+                             l.state, l.sequence_value, c.document_type, c.scope_value, c.period)
+      FROM docnum.ledger l
+      JOIN docnum.counter c ON c.counter_id = l.counter_id
+     WHERE l.document_type <> c.document_type
+        OR NOT EXISTS (
+            SELECT 1
+              FROM templates tp
+             CROSS JOIN LATERAL docnum._parse_text(tp.parse_pattern, tp.parse_groups, tp.reset, tp.render_head,
+                                                   tp.render_tail, tp.seq_width,
+                                                   l.document_number) p
+             WHERE tp.code = l.document_type
+               AND p.sequence_value = l.sequence_value AND p.scope_value = c.scope_value AND p.period = c.period);
+
+    -- Every number has at least the audit row of the operation that issued it.
+    RETURN QUERY
+    SELECT 'missing_audit', 'error',
+           pg_catalog.format('%s (%s) has no audit row', l.document_number, l.state)
+      FROM docnum.ledger l
+     WHERE NOT EXISTS (SELECT 1 FROM docnum.audit_log a WHERE a.document_number = l.document_number);
+
+    RETURN QUERY
+    SELECT 'unswept_reservation', 'warning',
+           pg_catalog.format('%s expired at %s but is still reserved', l.document_number, l.expires_at)
+      FROM docnum.ledger l
+     WHERE l.state = 'reserved' AND l.expires_at <= statement_timestamp();
+
+    RETURN QUERY
+    SELECT 'unexplained_gap', 'warning',
+           pg_catalog.format('counter %s/%s/%s: %s value(s) never issued and not explained: %s', g.document_type,
+                             g.scope_value, g.period, count(*),
+                             array_to_string((array_agg(g.sequence_value ORDER BY g.sequence_value))[1:10], ', ')
+                             || CASE WHEN count(*) > 10 THEN ', ...' ELSE '' END)
+      FROM docnum.gaps() g
+     WHERE NOT g.explained
+     GROUP BY g.document_type, g.scope_value, g.period;
+
+    RETURN QUERY
+    SELECT 'duplicate_number', 'error',
+           pg_catalog.format('%s appears %s times (%s)', d.document_number, d.occurrences,
+                             array_to_string(d.found_in, ', '))
+      FROM docnum.check_duplicates() d;
+END
+$$;
+
+-- The full audit trail of one number, oldest first, followed through void-and-replace links in both
+-- directions (the rows of the number it replaced and of the number that replaced it).
+CREATE FUNCTION docnum.number_history(document_number text)
+RETURNS SETOF docnum.audit_log
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH RECURSIVE linked(number_id, document_number) AS (
+        SELECT l.number_id, l.document_number FROM docnum.ledger l
+         WHERE l.document_number = number_history.document_number
+        UNION
+        SELECT o.number_id, o.document_number
+          FROM linked k
+          JOIN docnum.ledger cur ON cur.number_id = k.number_id
+          JOIN docnum.ledger o ON o.number_id IN (cur.replaces_number_id, cur.replaced_by_number_id)
+    )
+    SELECT a.* FROM docnum.audit_log a
+     WHERE a.document_number = number_history.document_number
+        OR a.document_number IN (SELECT k.document_number FROM linked k)
+     ORDER BY a.audit_id;
+END;
+
+-- Audit rows with occurred_at in [from_time, to_time), optionally of one type, in a stable column order.
+CREATE FUNCTION docnum.audit_export(from_time timestamptz, to_time timestamptz, document_type text DEFAULT NULL)
+RETURNS TABLE (audit_id bigint, occurred_at timestamptz, operation text, document_type text,
+               document_number text, scope_value text, actor text, session_user_name text, client_addr inet,
+               application_name text, old_value jsonb, new_value jsonb, metadata jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value, a.actor,
+           a.session_user_name, a.client_addr, a.application_name, a.old_value, a.new_value, a.metadata
+      FROM docnum.audit_log a
+     WHERE a.occurred_at >= audit_export.from_time AND a.occurred_at < audit_export.to_time
+       AND (audit_export.document_type IS NULL OR a.document_type = audit_export.document_type)
+     ORDER BY a.audit_id;
+END;
+
 -- file: 90_grants.sql
 -- docnum: privileges. Nothing is executable or readable by PUBLIC; docnum_app allocates and reads its results,
 -- docnum_reader reads everything, docnum_admin does everything. No role may write a table directly.
@@ -1095,9 +1936,11 @@ REVOKE ALL ON ALL TABLES IN SCHEMA docnum FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA docnum FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA docnum FROM PUBLIC;
 REVOKE ALL ON TYPE docnum.reservation FROM PUBLIC;
+REVOKE ALL ON TYPE docnum.import_result FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA docnum TO docnum_app, docnum_reader, docnum_admin;
 GRANT USAGE ON TYPE docnum.reservation TO docnum_app, docnum_reader, docnum_admin;
+GRANT USAGE ON TYPE docnum.import_result TO docnum_admin;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA docnum TO docnum_reader;
 GRANT SELECT ON docnum.document_type, docnum.counter, docnum.ledger TO docnum_app;
@@ -1112,7 +1955,23 @@ TO docnum_app;
 
 GRANT EXECUTE ON FUNCTION
     docnum.define_type(text, text, text, text, text, bigint, interval, interval, boolean, jsonb, text),
-    docnum.alter_type(text, text, text, bigint, interval, interval, boolean, jsonb, text, text)
+    docnum.alter_type(text, text, text, bigint, interval, interval, boolean, jsonb, text, text),
+    docnum.override_number(text, text, text, text, boolean),
+    docnum.void_number(text, text, text),
+    docnum.void_and_replace(text, text, text),
+    docnum.set_counter(text, text, text, bigint, text, text),
+    docnum.import_numbers(jsonb, text),
+    docnum.register_document_table(regclass, name, text)
 TO docnum_admin;
+
+GRANT EXECUTE ON FUNCTION
+    docnum.gaps(text, text, text),
+    docnum.check_duplicates(),
+    docnum.validate(),
+    docnum.number_history(text),
+    docnum.audit_export(timestamptz, timestamptz, text)
+TO docnum_reader;
+-- An application may read the trail of the numbers it issued.
+GRANT EXECUTE ON FUNCTION docnum.number_history(text) TO docnum_app;
 
 RESET ROLE;

@@ -1,0 +1,418 @@
+-- docnum: administration. Manual override, void and void-and-replace, counter adjustment, legacy import and
+-- registration of the application's document tables. Each keeps numbers unique, takes the counter's lock
+-- when it touches a counter, and audits what it did; explained gaps are recorded in docnum.counter_skip.
+
+-- Values a counter jumped over on purpose (override, set_counter, import), so docnum.gaps() can explain them.
+CREATE TABLE docnum.counter_skip (
+    skip_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    counter_id  bigint NOT NULL REFERENCES docnum.counter (counter_id),
+    from_value  bigint NOT NULL CHECK (from_value > 0),
+    to_value    bigint NOT NULL,
+    source      text NOT NULL CHECK (source IN ('MANUAL_OVERRIDE', 'SET_COUNTER', 'IMPORT')),
+    reason      text,
+    actor       text,
+    number_id   bigint REFERENCES docnum.ledger (number_id),
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT counter_skip_range_check CHECK (to_value >= from_value)
+);
+COMMENT ON TABLE docnum.counter_skip IS 'Ranges of counter values skipped on purpose, with who, why and when';
+CREATE INDEX counter_skip_counter_idx ON docnum.counter_skip (counter_id, from_value);
+
+-- The application's own tables that store document numbers, checked by docnum.check_duplicates().
+CREATE TABLE docnum.document_table (
+    table_name    regclass PRIMARY KEY,
+    number_column name NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE docnum.document_table IS 'Application tables whose document numbers check_duplicates() inspects';
+
+-- Finds or creates the counter of (type, scope, period) and takes its transaction-scoped lock, honouring the
+-- type's lock_timeout (NB003 when it runs out). Returns the locked counter row.
+CREATE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
+RETURNS docnum.counter
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_counter docnum.counter;
+    v_session_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF p_type.lock_timeout IS NOT NULL
+       AND (v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval) THEN
+        PERFORM set_config('lock_timeout', (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+    END IF;
+    BEGIN
+        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+        VALUES (p_type.code, p_scope, p_period)
+        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+        SELECT c.* INTO STRICT v_counter
+          FROM docnum.counter c
+         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
+        PERFORM pg_advisory_xact_lock(1685021550, v_counter.counter_id::integer);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+            USING ERRCODE = 'NB003',
+                  DETAIL = pg_catalog.format('Counter (%s, %L, %L) is held by another transaction for longer than '
+                                             'the lock timeout.', p_type.code, p_scope, p_period),
+                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                         '(pg_locks, locktype advisory).';
+    END;
+    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+    -- Re-read under the lock: the value may have moved while we waited.
+    SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter.counter_id;
+    RETURN v_counter;
+END
+$$;
+
+-- Loads a type for an administrative operation (NB001 when unknown) after checking the common arguments.
+CREATE FUNCTION docnum._admin_type(p_code text, p_actor text, p_reason text, p_reason_required boolean)
+RETURNS docnum.document_type
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_type docnum.document_type;
+BEGIN
+    PERFORM docnum._require_writable();
+    PERFORM docnum._check_text('actor', p_actor, 200);
+    PERFORM docnum._check_text('reason', p_reason, 1000);
+    IF p_reason_required AND p_reason IS NULL THEN
+        RAISE EXCEPTION 'a reason is required'
+            USING ERRCODE = 'NB006', DETAIL = 'Administrative changes to numbering are audited with their reason.',
+                  HINT = 'Pass reason => ''...''.';
+    END IF;
+    IF p_code IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.* INTO v_type FROM docnum.document_type t WHERE t.code = p_code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'document type % is not defined', quote_literal(left(p_code, 60))
+            USING ERRCODE = 'NB001', DETAIL = 'No row in docnum.document_type has this code.',
+                  HINT = 'Define it with docnum.define_type(); codes are upper-case, e.g. ''COR''.';
+    END IF;
+    RETURN v_type;
+END
+$$;
+
+-- Checks a scope value read from a number or given by an administrator against its type's rules.
+CREATE FUNCTION docnum._check_scope(p_type docnum.document_type, p_scope text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
+        IF coalesce(p_scope, '') <> '' THEN
+            RAISE EXCEPTION 'document type % takes no scope value', p_type.code
+                USING ERRCODE = 'NB006', DETAIL = pg_catalog.format('%s is a %s type.', p_type.code, p_type.scope),
+                      HINT = 'Omit scope for this type.';
+        END IF;
+        RETURN '';
+    END IF;
+    IF p_scope IS NULL OR p_scope = '' OR length(p_scope) > 64 OR p_scope ~ '[[:cntrl:]]'
+       OR p_scope <> btrim(p_scope) THEN
+        RAISE EXCEPTION 'invalid scope value %', coalesce(quote_literal(left(p_scope, 60)), 'NULL')
+            USING ERRCODE = 'NB006',
+                  DETAIL = 'A scope value is 1 to 64 characters, without control characters or surrounding spaces.',
+                  HINT = pg_catalog.format('%s numbers are counted per %s.', p_type.code, lower(p_type.scope));
+    END IF;
+    RETURN p_scope;
+END
+$$;
+
+-- Records a number chosen by a person (state overridden). It must match the type's template (unless
+-- skip_validation) and exist nowhere yet; a value above its counter moves the counter up to it, and the values
+-- jumped over are recorded as skipped by this override, so automatic allocation never collides with it.
+CREATE FUNCTION docnum.override_number(
+    document_type text, document_number text, actor text DEFAULT NULL, reason text DEFAULT NULL,
+    skip_validation boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_type    docnum.document_type;
+    v_parsed  record;
+    v_counter docnum.counter;
+    v_number_id bigint;
+BEGIN
+    IF override_number.document_type IS NULL OR override_number.document_type = '' THEN
+        RAISE EXCEPTION 'a document type is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.',
+                  HINT = 'Pass the code of the type the number belongs to.';
+    END IF;
+    v_type := docnum._admin_type(override_number.document_type, override_number.actor, override_number.reason, true);
+    PERFORM docnum._check_text('document_number', override_number.document_number, 300);
+    IF override_number.document_number IS NULL THEN
+        RAISE EXCEPTION 'a document number is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_number was NULL.', HINT = 'Pass the number to record.';
+    END IF;
+    IF override_number.skip_validation IS NULL THEN
+        RAISE EXCEPTION 'skip_validation cannot be NULL'
+            USING ERRCODE = 'NB006', DETAIL = 'It is true or false.', HINT = 'The default is false.';
+    END IF;
+    IF NOT v_type.allow_manual_override THEN
+        RAISE EXCEPTION 'manual override is not allowed for %', v_type.code
+            USING ERRCODE = 'NB007',
+                  DETAIL = pg_catalog.format('Type %s has allow_manual_override = false.', v_type.code),
+                  HINT = pg_catalog.format('An administrator can allow it: docnum.alter_type(%L, '
+                                           'allow_manual_override => true).', v_type.code);
+    END IF;
+
+    v_parsed := docnum._parse(v_type, override_number.document_number);
+    IF v_parsed.sequence_value IS NULL AND NOT override_number.skip_validation THEN
+        RAISE EXCEPTION 'number % does not match the format of %', quote_literal(override_number.document_number),
+                v_type.code
+            USING ERRCODE = 'NB006',
+                  DETAIL = pg_catalog.format('The format is %s.', v_type.format),
+                  HINT = 'Correct the number, or pass skip_validation => true to record it without a counter.';
+    END IF;
+    IF v_parsed.sequence_value IS NOT NULL THEN
+        PERFORM docnum._check_scope(v_type, v_parsed.scope_value);
+        IF v_parsed.sequence_value > v_type.max_value THEN
+            RAISE EXCEPTION 'number % is above max_value % of %', override_number.document_number,
+                    v_type.max_value, v_type.code
+                USING ERRCODE = 'NB006', DETAIL = 'Its sequence value would exhaust the counter.',
+                      HINT = 'Raise max_value with docnum.alter_type() first.';
+        END IF;
+        v_counter := docnum._lock_counter(v_type, v_parsed.scope_value, v_parsed.period);
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM docnum.ledger l WHERE l.document_number = override_number.document_number)
+       OR (v_counter.counter_id IS NOT NULL AND EXISTS (
+               SELECT 1 FROM docnum.ledger l
+                WHERE l.counter_id = v_counter.counter_id AND l.sequence_value = v_parsed.sequence_value)) THEN
+        RAISE EXCEPTION 'number % already exists', override_number.document_number
+            USING ERRCODE = 'NB005',
+                  DETAIL = 'Every number ever issued is in docnum.ledger, whatever its state.',
+                  HINT = 'See docnum.number_history() for it; a number is never issued twice.';
+    END IF;
+
+    BEGIN
+        INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, actor,
+                                        metadata)
+        VALUES (v_type.code, v_counter.counter_id, v_parsed.sequence_value, override_number.document_number,
+                'overridden', override_number.actor,
+                jsonb_build_object('reason', override_number.reason,
+                                   'skip_validation', override_number.skip_validation))
+        RETURNING l.number_id INTO v_number_id;
+    EXCEPTION WHEN unique_violation THEN
+        -- Another transaction recorded the same text at the same moment (without a counter to serialise on).
+        RAISE EXCEPTION 'number % already exists', override_number.document_number
+            USING ERRCODE = 'NB005', DETAIL = 'It was recorded concurrently by another transaction.',
+                  HINT = 'See docnum.number_history() for it; a number is never issued twice.';
+    END;
+
+    IF v_counter.counter_id IS NOT NULL AND v_parsed.sequence_value > v_counter.current_value THEN
+        IF v_parsed.sequence_value > v_counter.current_value + 1 THEN
+            INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor, number_id)
+            VALUES (v_counter.counter_id, v_counter.current_value + 1, v_parsed.sequence_value - 1,
+                    'MANUAL_OVERRIDE', override_number.reason, override_number.actor, v_number_id);
+        END IF;
+        UPDATE docnum.counter c SET current_value = v_parsed.sequence_value, last_used_at = now()
+         WHERE c.counter_id = v_counter.counter_id;
+    END IF;
+
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value, metadata)
+    VALUES ('MANUAL_OVERRIDE', v_type.code, override_number.document_number, nullif(v_parsed.scope_value, ''),
+            override_number.actor,
+            CASE WHEN v_counter.counter_id IS NOT NULL
+                 THEN jsonb_build_object('counter_value', v_counter.current_value) END,
+            jsonb_build_object('state', 'overridden', 'sequence_value', v_parsed.sequence_value,
+                               'period', v_parsed.period,
+                               'counter_value', greatest(v_counter.current_value, v_parsed.sequence_value)),
+            jsonb_build_object('reason', override_number.reason,
+                               'skip_validation', override_number.skip_validation));
+    RETURN override_number.document_number;
+END
+$$;
+
+-- Voids a confirmed, overridden or imported number: it stays in the ledger as voided and is never issued
+-- again. Returns the locked ledger row. Shared by void_number and void_and_replace.
+CREATE FUNCTION docnum._void(p_number text, p_actor text, p_reason text, p_operation text)
+RETURNS docnum.ledger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row docnum.ledger;
+BEGIN
+    PERFORM docnum._admin_type(NULL, p_actor, p_reason, true);
+    IF p_number IS NULL OR p_number = '' THEN
+        RAISE EXCEPTION 'a document number is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_number was NULL or empty.', HINT = 'Pass the number to void.';
+    END IF;
+    SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.document_number = p_number FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'number % was never issued', quote_literal(left(p_number, 60))
+            USING ERRCODE = 'NB011', DETAIL = 'No row in docnum.ledger has this number.',
+                  HINT = 'Numbers are unique across all types; check the spelling.';
+    END IF;
+    IF v_row.state NOT IN ('confirmed', 'overridden', 'imported') THEN
+        RAISE EXCEPTION 'cannot void % in state %', p_number, v_row.state
+            USING ERRCODE = 'NB009',
+                  DETAIL = 'Only confirmed, overridden or imported numbers can be voided.',
+                  HINT = CASE WHEN v_row.state = 'reserved' THEN 'Cancel a reservation with docnum.cancel_number().'
+                              ELSE 'This number is already out of use.' END;
+    END IF;
+    UPDATE docnum.ledger l SET state = 'voided', voided_at = now(), void_reason = p_reason
+     WHERE l.number_id = v_row.number_id;
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value, metadata)
+    SELECT p_operation, v_row.document_type, v_row.document_number, nullif(c.scope_value, ''), p_actor,
+           jsonb_build_object('state', v_row.state), jsonb_build_object('state', 'voided'),
+           jsonb_build_object('reason', p_reason)
+      FROM (SELECT 1) AS one LEFT JOIN docnum.counter c ON c.counter_id = v_row.counter_id;
+    RETURN v_row;
+END
+$$;
+
+-- Voids a number (see _void); returns it.
+CREATE FUNCTION docnum.void_number(document_number text, actor text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (docnum._void(void_number.document_number, void_number.actor, void_number.reason, 'VOID')).document_number;
+END
+$$;
+
+-- Voids a number and issues its replacement in the same counter (same scope and period as the original, not
+-- today's); the two rows point at each other. Returns the new number.
+CREATE FUNCTION docnum.void_and_replace(document_number text, actor text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old    docnum.ledger;
+    v_type   docnum.document_type;
+    v_parsed record;
+    v_new    docnum.reservation;
+    v_new_id bigint;
+BEGIN
+    v_old := docnum._void(void_and_replace.document_number, void_and_replace.actor, void_and_replace.reason,
+                          'VOID');
+    IF v_old.counter_id IS NULL THEN
+        RAISE EXCEPTION 'number % has no counter to replace it from', void_and_replace.document_number
+            USING ERRCODE = 'NB006', DETAIL = 'It was recorded with skip_validation and does not match its format.',
+                  HINT = 'Void it with docnum.void_number() and issue a new number with docnum.next_number().';
+    END IF;
+    SELECT t.* INTO STRICT v_type FROM docnum.document_type t WHERE t.code = v_old.document_type;
+    -- The original's own text gives back its scope and a date inside its period.
+    v_parsed := docnum._parse(v_type, v_old.document_number);
+    IF v_parsed.sequence_value IS NULL THEN
+        SELECT c.scope_value, c.period,
+               CASE WHEN c.period = '' THEN (now() AT TIME ZONE v_type.time_zone)::date
+                    ELSE to_date(c.period || CASE WHEN length(c.period) = 4 THEN '-01-01' ELSE '-01' END,
+                                 'YYYY-MM-DD') END AS document_date
+          INTO v_parsed
+          FROM docnum.counter c WHERE c.counter_id = v_old.counter_id;
+    END IF;
+    v_new := docnum._issue(v_type, v_parsed.scope_value, v_parsed.document_date, 'confirmed', NULL, NULL,
+                           void_and_replace.actor, v_old.document_ref,
+                           jsonb_build_object('replaces', v_old.document_number, 'reason', void_and_replace.reason),
+                           'REPLACE');
+    SELECT l.number_id INTO STRICT v_new_id FROM docnum.ledger l WHERE l.document_number = v_new.document_number;
+    UPDATE docnum.ledger l SET replaced_by_number_id = v_new_id WHERE l.number_id = v_old.number_id;
+    UPDATE docnum.ledger l SET replaces_number_id = v_old.number_id WHERE l.number_id = v_new_id;
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value, metadata)
+    VALUES ('REPLACE_LINK', v_type.code, v_old.document_number, nullif(v_parsed.scope_value, ''),
+            void_and_replace.actor, NULL,
+            jsonb_build_object('replaced_by', v_new.document_number),
+            jsonb_build_object('reason', void_and_replace.reason));
+    RETURN v_new.document_number;
+END
+$$;
+
+-- Sets a counter to a value (the seed's numbering:set). Moving forward records the jumped-over values as
+-- skipped; moving backward is allowed and audited, and allocation still skips every value the ledger holds.
+CREATE FUNCTION docnum.set_counter(
+    document_type text, scope text DEFAULT NULL, period text DEFAULT NULL, value bigint DEFAULT NULL,
+    actor text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_type    docnum.document_type;
+    v_scope   text;
+    v_period  text;
+    v_counter docnum.counter;
+BEGIN
+    IF set_counter.document_type IS NULL OR set_counter.document_type = '' THEN
+        RAISE EXCEPTION 'a document type is required'
+            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.', HINT = 'Pass a type code.';
+    END IF;
+    v_type := docnum._admin_type(set_counter.document_type, set_counter.actor, set_counter.reason, true);
+    v_scope := docnum._check_scope(v_type, set_counter.scope);
+    IF set_counter.value IS NULL OR set_counter.value < 0 OR set_counter.value > v_type.max_value THEN
+        RAISE EXCEPTION 'invalid counter value %', coalesce(set_counter.value::text, 'NULL')
+            USING ERRCODE = 'NB006',
+                  DETAIL = pg_catalog.format('A counter value lies between 0 and max_value %s.', v_type.max_value),
+                  HINT = 'The next number issued is value + 1 (or the first value after it with no ledger row).';
+    END IF;
+    v_period := coalesce(set_counter.period,
+                         docnum._period(v_type.reset, (now() AT TIME ZONE v_type.time_zone)::date));
+    IF (v_type.reset = 'NEVER' AND v_period <> '')
+       OR (v_type.reset = 'YEARLY' AND v_period !~ '^[0-9]{4}$')
+       OR (v_type.reset = 'MONTHLY' AND v_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$') THEN
+        RAISE EXCEPTION 'invalid period % for a % reset', quote_literal(left(v_period, 20)), v_type.reset
+            USING ERRCODE = 'NB006', DETAIL = 'Periods are '''' (NEVER), ''2025'' (YEARLY) or ''2025-10'' (MONTHLY).',
+                  HINT = 'Omit period for the current one.';
+    END IF;
+    v_counter := docnum._lock_counter(v_type, v_scope, v_period);
+    IF set_counter.value > v_counter.current_value + 1 THEN
+        INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor)
+        VALUES (v_counter.counter_id, v_counter.current_value + 1, set_counter.value, 'SET_COUNTER',
+                set_counter.reason, set_counter.actor);
+    ELSIF set_counter.value = v_counter.current_value + 1 THEN
+        INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor)
+        VALUES (v_counter.counter_id, set_counter.value, set_counter.value, 'SET_COUNTER', set_counter.reason,
+                set_counter.actor);
+    END IF;
+    UPDATE docnum.counter c SET current_value = set_counter.value WHERE c.counter_id = v_counter.counter_id;
+    INSERT INTO docnum.audit_log (operation, document_type, scope_value, actor, old_value, new_value, metadata)
+    VALUES ('SET_COUNTER', v_type.code, nullif(v_scope, ''), set_counter.actor,
+            jsonb_build_object('period', v_period, 'value', v_counter.current_value),
+            jsonb_build_object('period', v_period, 'value', set_counter.value),
+            jsonb_build_object('reason', set_counter.reason));
+    RETURN set_counter.value;
+END
+$$;
+
+-- Registers an application table that stores document numbers, for docnum.check_duplicates(). The table's
+-- owner must let docnum read it: GRANT SELECT ON the_table TO docnum_owner.
+CREATE FUNCTION docnum.register_document_table(table_name regclass, number_column name,
+                                               actor text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM docnum._admin_type(NULL, register_document_table.actor, NULL, false);
+    IF register_document_table.table_name IS NULL OR NOT EXISTS (
+           SELECT 1 FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = register_document_table.table_name
+              AND a.attname = register_document_table.number_column AND NOT a.attisdropped AND a.attnum > 0) THEN
+        RAISE EXCEPTION 'column % not found in %', register_document_table.number_column,
+                register_document_table.table_name
+            USING ERRCODE = 'NB006', DETAIL = 'The table must exist and have the named column.',
+                  HINT = 'Pass table_name => ''schema.table'', number_column => ''document_number''.';
+    END IF;
+    IF NOT has_table_privilege('docnum_owner', register_document_table.table_name, 'SELECT') THEN
+        RAISE EXCEPTION 'docnum cannot read %', register_document_table.table_name
+            USING ERRCODE = 'NB006', DETAIL = 'check_duplicates() reads registered tables as docnum_owner.',
+                  HINT = pg_catalog.format('GRANT SELECT ON %s TO docnum_owner;', register_document_table.table_name);
+    END IF;
+    INSERT INTO docnum.document_table AS d (table_name, number_column)
+    VALUES (register_document_table.table_name, register_document_table.number_column)
+    ON CONFLICT (table_name) DO UPDATE SET number_column = EXCLUDED.number_column;
+    INSERT INTO docnum.audit_log (operation, actor, new_value)
+    VALUES ('REGISTER_TABLE', register_document_table.actor,
+            jsonb_build_object('table', register_document_table.table_name::text,
+                               'number_column', register_document_table.number_column));
+END
+$$;

@@ -1,0 +1,182 @@
+-- docnum: legacy import. Many rows per call; each row is parsed by its type's template and reported back with
+-- its status; valid rows become 'imported' and counters end at least at the highest imported value, all in
+-- the caller's transaction. Re-running the same rows changes nothing and reports them as already present.
+
+CREATE TYPE docnum.import_result AS (
+    row_number      integer,
+    document_type   text,
+    document_number text,
+    status          text,     -- imported | already_present | rejected
+    detail          text
+);
+
+-- One parsed input row (internal).
+CREATE TYPE docnum._import_row AS (
+    row_number      integer,
+    document_type   text,
+    document_number text,
+    created_at      timestamptz,
+    document_ref    text,
+    scope_value     text,
+    period          text,
+    sequence_value  bigint,
+    problem         text
+);
+
+-- Reads a timestamp written by another system; NULL when it is not one.
+CREATE FUNCTION docnum._to_timestamptz(p_text text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_text IS NULL OR p_text !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}' THEN
+        RETURN NULL;
+    END IF;
+    RETURN p_text::timestamptz;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_time_zone_displacement_value THEN
+    RETURN NULL;
+END
+$$;
+
+-- Imports legacy numbers given as a JSON array of objects
+-- {"document_type": "COR", "document_number": "COR-2019-00042", "created_at": "...", "document_ref": "..."}.
+-- Returns one row per input row, in input order.
+CREATE FUNCTION docnum.import_numbers(rows jsonb, actor text DEFAULT NULL)
+RETURNS SETOF docnum.import_result
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows docnum._import_row[];
+BEGIN
+    PERFORM docnum._require_writable();
+    PERFORM docnum._check_text('actor', import_numbers.actor, 200);
+    IF import_numbers.rows IS NULL OR jsonb_typeof(import_numbers.rows) <> 'array' THEN
+        RAISE EXCEPTION 'rows must be a JSON array'
+            USING ERRCODE = 'NB006', DETAIL = 'import_numbers takes an array of objects.',
+                  HINT = '[{"document_type": "COR", "document_number": "COR-2019-00042"}, ...]';
+    END IF;
+
+    -- 1. Read and parse every row; find what is wrong with it on its own or within this batch.
+    SELECT coalesce(array_agg(ROW(s.n, s.code, s.number, s.created_at, s.document_ref, s.scope_value, s.period,
+                                  s.sequence_value,
+                                  coalesce(s.problem, CASE WHEN s.first_row < s.n
+                                                           THEN 'duplicate of row ' || s.first_row END)
+                              )::docnum._import_row ORDER BY s.n), '{}')
+      INTO v_rows
+      FROM (
+        SELECT f.n, f.code, f.number, docnum._to_timestamptz(f.created_at) AS created_at, f.document_ref,
+               p.scope_value, p.period, p.sequence_value,
+               min(f.n) OVER (PARTITION BY f.number) AS first_row,
+               CASE
+                   WHEN f.code IS NULL OR f.number IS NULL
+                       THEN 'document_type and document_number are required'
+                   WHEN t.code IS NULL THEN 'unknown document type ' || quote_literal(left(f.code, 60))
+                   WHEN length(f.number) > 300 OR f.number ~ '[[:cntrl:]]' THEN 'invalid document number'
+                   WHEN p.sequence_value IS NULL THEN 'does not match the format ' || t.format
+                   WHEN t.scope IN ('PROJECT', 'CONTRACT')
+                        AND (length(p.scope_value) > 64 OR p.scope_value ~ '[[:cntrl:]]'
+                             OR p.scope_value <> btrim(p.scope_value)) THEN 'invalid scope value'
+                   WHEN p.sequence_value > t.max_value THEN 'sequence value above max_value ' || t.max_value
+                   WHEN f.created_at IS NOT NULL AND docnum._to_timestamptz(f.created_at) IS NULL
+                       THEN 'invalid created_at ' || quote_literal(left(f.created_at, 40))
+                   WHEN length(f.document_ref) > 500 THEN 'document_ref longer than 500 characters'
+               END AS problem
+          FROM (SELECT i.n::integer AS n,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN i.item ->> 'document_type' END AS code,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN i.item ->> 'document_number' END AS number,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN nullif(i.item ->> 'created_at', '') END
+                           AS created_at,
+                       CASE WHEN jsonb_typeof(i.item) = 'object' THEN nullif(i.item ->> 'document_ref', '') END
+                           AS document_ref
+                  FROM jsonb_array_elements(import_numbers.rows) WITH ORDINALITY AS i(item, n)) f
+          LEFT JOIN docnum.document_type t ON t.code = f.code
+          LEFT JOIN LATERAL docnum._parse(t, f.number) p ON t.code IS NOT NULL AND f.number IS NOT NULL
+      ) s;
+
+    -- 2. Make sure every counter exists, then lock them in counter order (two imports cannot deadlock;
+    --    allocation holds one counter at a time).
+    INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+    SELECT DISTINCT r.document_type, r.scope_value, r.period FROM unnest(v_rows) r WHERE r.problem IS NULL
+    ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(1685021550, k.counter_id::integer)
+           FROM (SELECT DISTINCT c.counter_id
+                   FROM unnest(v_rows) r
+                   JOIN docnum.counter c
+                     ON c.document_type = r.document_type AND c.scope_value = r.scope_value AND c.period = r.period
+                  WHERE r.problem IS NULL
+                  ORDER BY c.counter_id) k;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'timed out waiting for a counter to import into'
+            USING ERRCODE = 'NB003', DETAIL = 'Another transaction holds one of the counters of this batch.',
+                  HINT = 'Retry the import; it changes nothing until it succeeds.';
+    END;
+
+    -- 3. Under the locks: compare with the ledger, insert, move counters, audit, report.
+    RETURN QUERY
+    WITH r AS (
+        SELECT x.*, c.counter_id, c.current_value
+          FROM unnest(v_rows) x
+          LEFT JOIN docnum.counter c
+            ON x.problem IS NULL AND c.document_type = x.document_type AND c.scope_value = x.scope_value
+           AND c.period = x.period
+    ), classified AS (
+        SELECT r.*,
+               CASE WHEN r.problem IS NOT NULL THEN 'rejected'
+                    WHEN e.state = 'imported' AND e.document_type = r.document_type
+                         AND e.counter_id = r.counter_id AND e.sequence_value = r.sequence_value
+                        THEN 'already_present'
+                    WHEN e.number_id IS NOT NULL OR v.number_id IS NOT NULL THEN 'rejected'
+                    ELSE 'imported' END AS status,
+               CASE WHEN r.problem IS NOT NULL THEN r.problem
+                    WHEN e.state = 'imported' AND e.document_type = r.document_type
+                         AND e.counter_id = r.counter_id AND e.sequence_value = r.sequence_value
+                        THEN 'imported earlier'
+                    WHEN e.number_id IS NOT NULL
+                        THEN pg_catalog.format('duplicate: already in the ledger as %s %s', e.state, e.document_type)
+                    WHEN v.number_id IS NOT NULL
+                        THEN pg_catalog.format('duplicate: value %s of this counter is already %s',
+                                               r.sequence_value, v.document_number)
+               END AS detail
+          FROM r
+          LEFT JOIN docnum.ledger e ON e.document_number = r.document_number
+          LEFT JOIN docnum.ledger v
+            ON r.problem IS NULL AND v.counter_id = r.counter_id AND v.sequence_value = r.sequence_value
+    ), inserted AS (
+        INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, actor,
+                                        document_ref, metadata, issued_at)
+        SELECT k.document_type, k.counter_id, k.sequence_value, k.document_number, 'imported',
+               import_numbers.actor, k.document_ref, jsonb_build_object('source', 'import', 'row', k.row_number),
+               coalesce(k.created_at, now())
+          FROM classified k WHERE k.status = 'imported'
+        RETURNING l.document_type, l.document_number, l.counter_id, l.sequence_value, l.document_ref
+    ), moved AS (
+        SELECT k.counter_id, min(k.current_value) AS old_value, max(k.sequence_value) AS new_value
+          FROM classified k WHERE k.status = 'imported'
+         GROUP BY k.counter_id
+        HAVING max(k.sequence_value) > min(k.current_value)
+    ), counters AS (
+        UPDATE docnum.counter c SET current_value = m.new_value, last_used_at = now()
+          FROM moved m WHERE c.counter_id = m.counter_id
+        RETURNING c.counter_id
+    ), skipped AS (
+        INSERT INTO docnum.counter_skip (counter_id, from_value, to_value, source, reason, actor)
+        SELECT m.counter_id, m.old_value + 1, m.new_value, 'IMPORT', 'legacy import', import_numbers.actor
+          FROM moved m
+        RETURNING 1
+    ), audited AS (
+        INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,
+                                      metadata)
+        SELECT 'IMPORT', i.document_type, i.document_number, nullif(c.scope_value, ''), import_numbers.actor,
+               jsonb_build_object('state', 'imported', 'sequence_value', i.sequence_value, 'period', c.period,
+                                  'document_ref', i.document_ref),
+               jsonb_build_object('source', 'import')
+          FROM inserted i JOIN docnum.counter c ON c.counter_id = i.counter_id
+        RETURNING 1
+    )
+    SELECT k.row_number, k.document_type, k.document_number, k.status, k.detail
+      FROM classified k
+     ORDER BY k.row_number;
+END
+$$;

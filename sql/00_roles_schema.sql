@@ -20,8 +20,17 @@ BEGIN
 END
 $roles$;
 
-GRANT docnum_app TO docnum_admin;
-GRANT docnum_reader TO docnum_admin;
+DO $membership$
+BEGIN
+    -- docnum_admin can do everything docnum_app and docnum_reader can.
+    IF NOT pg_catalog.pg_has_role('docnum_admin', 'docnum_app', 'MEMBER') THEN
+        GRANT docnum_app TO docnum_admin;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('docnum_admin', 'docnum_reader', 'MEMBER') THEN
+        GRANT docnum_reader TO docnum_admin;
+    END IF;
+END
+$membership$;
 CREATE SCHEMA docnum AUTHORIZATION docnum_owner;
 COMMENT ON SCHEMA docnum IS 'docnum: gapless, auditable document numbering';
 REVOKE ALL ON SCHEMA docnum FROM PUBLIC;

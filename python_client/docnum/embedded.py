@@ -58,10 +58,16 @@ def alembic_ini() -> Path:
 
 
 def data_dir() -> Path:
-    """The embedded server's PGDATA: `$DOCNUM_DATA_DIR`, else <per-user data dir>/docnum/pgdata."""
+    """The embedded server's PGDATA: `$DOCNUM_DATA_DIR`, else <per-user data dir>/docnum/pgdata.
+
+    As root the server runs as a separate system user that must reach PGDATA, and the embedded server opens
+    up every parent directory for it; so root's default lives in /var/lib/docnum rather than under /root.
+    """
     override = os.environ.get(DATA_DIR_ENV)
     if override:
         return Path(override).expanduser()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/docnum/pgdata")
     return Path(platformdirs.user_data_dir("docnum")) / "pgdata"
 
 

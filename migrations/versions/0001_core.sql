@@ -1014,8 +1014,9 @@ END
 $$;
 
 -- Changes a type's format, time zone, max_value, TTL, lock timeout, override flag or metadata (NULL leaves a
--- setting unchanged) and audits old and new values. Raising max_value is the remedy for NB002; it can never
--- drop below a counter's value, and a new format must read every existing number of the type back to itself.
+-- setting unchanged; lock_timeout => '0' removes the type's own limit) and audits old and new values.
+-- Raising max_value is the remedy for NB002; it can never drop below a counter's value, and a new format must
+-- read every existing number of the type back to itself.
 CREATE FUNCTION docnum.alter_type(
     document_type text, format text DEFAULT NULL, time_zone text DEFAULT NULL, max_value bigint DEFAULT NULL,
     reservation_ttl interval DEFAULT NULL, lock_timeout interval DEFAULT NULL,
@@ -1045,7 +1046,9 @@ BEGIN
     v_new.time_zone := coalesce(alter_type.time_zone, v_old.time_zone);
     v_new.max_value := coalesce(alter_type.max_value, v_old.max_value);
     v_new.reservation_ttl := coalesce(alter_type.reservation_ttl, v_old.reservation_ttl);
-    v_new.lock_timeout := coalesce(alter_type.lock_timeout, v_old.lock_timeout);
+    -- lock_timeout => interval '0' removes the type's own limit (only the session's lock_timeout remains).
+    v_new.lock_timeout := CASE WHEN alter_type.lock_timeout = interval '0' THEN NULL
+                               ELSE coalesce(alter_type.lock_timeout, v_old.lock_timeout) END;
     v_new.allow_manual_override := coalesce(alter_type.allow_manual_override, v_old.allow_manual_override);
     v_new.metadata := coalesce(alter_type.metadata, v_old.metadata);
     PERFORM docnum._check_type_settings(v_new.time_zone, v_new.max_value, v_new.reservation_ttl,

@@ -112,61 +112,76 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_period     text := docnum._period(p_type.reset, p_date);
-    v_head       text := docnum._fill(p_type.render_head, p_scope, p_date);
-    v_tail       text := docnum._fill(p_type.render_tail, p_scope, p_date);
+    v_head       text := p_type.render_head;
+    v_tail       text := p_type.render_tail;
     v_counter_id bigint;
+    v_locked     boolean := false;
     v_value      bigint;
     v_number     text;
-    v_number_id  bigint;
     v_session_lock_timeout text;
-    v_set_lock_timeout boolean := false;
 BEGIN
     -- A number survives a crash once the caller has it, whatever the session's synchronous_commit.
     IF current_setting('synchronous_commit') = 'off' THEN
         PERFORM set_config('synchronous_commit', 'on', true);
     END IF;
-
-    -- The type's lock_timeout applies unless the session's own limit is shorter.
-    IF p_type.lock_timeout IS NOT NULL THEN
-        v_session_lock_timeout := current_setting('lock_timeout');
-        IF v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval THEN
-            PERFORM set_config('lock_timeout',
-                               (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
-            v_set_lock_timeout := true;
-        END IF;
+    IF strpos(v_head, '{') > 0 THEN
+        v_head := docnum._fill(v_head, p_scope, p_date);
+    END IF;
+    IF strpos(v_tail, '{') > 0 THEN
+        v_tail := docnum._fill(v_tail, p_scope, p_date);
     END IF;
 
-    BEGIN
-        SELECT c.counter_id INTO v_counter_id
-          FROM docnum.counter c
-         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
-        IF NOT FOUND THEN
-            -- First use of this counter: two sessions may race here; the loser waits for the winner and then
-            -- reads its row, so nobody sees a unique violation.
-            INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-            VALUES (p_type.code, p_scope, v_period)
-            ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
-            RETURNING c.counter_id INTO v_counter_id;
-            IF v_counter_id IS NULL THEN
-                SELECT c.counter_id INTO STRICT v_counter_id
-                  FROM docnum.counter c
-                 WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+    -- Fast path: the counter exists and no other transaction holds it.
+    SELECT c.counter_id INTO v_counter_id
+      FROM docnum.counter c
+     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+    IF v_counter_id IS NOT NULL THEN
+        v_locked := pg_try_advisory_xact_lock(1685021550, v_counter_id::integer);
+    END IF;
+
+    IF NOT v_locked THEN
+        -- Wait for the counter (creating it on first use) under the type's lock_timeout, unless the session's
+        -- own limit is shorter.
+        IF p_type.lock_timeout IS NOT NULL THEN
+            v_session_lock_timeout := current_setting('lock_timeout');
+            IF v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval THEN
+                PERFORM set_config('lock_timeout',
+                                   (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+            ELSE
+                v_session_lock_timeout := NULL;
             END IF;
         END IF;
-        PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
-            USING ERRCODE = 'NB003',
-                  DETAIL = pg_catalog.format('Counter %s/%s/%s is held by another transaction for longer than '
-                                             'the lock timeout (%s).', p_type.code, p_scope, v_period,
-                                             coalesce(p_type.lock_timeout::text, current_setting('lock_timeout'))),
-                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
-                         '(pg_locks, locktype advisory).';
-    END;
-    IF v_set_lock_timeout THEN
-        PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+        BEGIN
+            IF v_counter_id IS NULL THEN
+                -- First use of this counter: two sessions may race here; the loser waits for the winner and
+                -- then reads its row, so nobody sees a unique violation.
+                INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+                VALUES (p_type.code, p_scope, v_period)
+                ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
+                RETURNING c.counter_id INTO v_counter_id;
+                IF v_counter_id IS NULL THEN
+                    SELECT c.counter_id INTO STRICT v_counter_id
+                      FROM docnum.counter c
+                     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+                END IF;
+            END IF;
+            PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+                USING ERRCODE = 'NB003',
+                      DETAIL = pg_catalog.format('Counter %s/%s/%s is held by another transaction for longer '
+                                                 'than the lock timeout (%s).', p_type.code, p_scope, v_period,
+                                                 coalesce(p_type.lock_timeout::text,
+                                                          current_setting('lock_timeout'))),
+                      HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                             '(pg_locks, locktype advisory).';
+        END;
+        IF v_session_lock_timeout IS NOT NULL THEN
+            PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+        END IF;
     END IF;
 
+    -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.
     LOOP
         UPDATE docnum.counter c
            SET current_value = c.current_value + 1, last_used_at = now()
@@ -180,15 +195,15 @@ BEGIN
                       HINT = pg_catalog.format('Raise it: SELECT docnum.alter_type(document_type => %L, '
                                                'max_value => ...).', p_type.code);
         END IF;
-        v_number := v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail;
         INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, token,
                                         actor, document_ref, metadata, expires_at, confirmed_at)
-        VALUES (p_type.code, v_counter_id, v_value, v_number, p_state, p_token,
+        VALUES (p_type.code, v_counter_id, v_value,
+                v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail, p_state, p_token,
                 p_actor, p_document_ref, p_metadata, p_expires_at,
                 CASE WHEN p_state = 'confirmed' THEN now() END)
         ON CONFLICT DO NOTHING
-        RETURNING l.number_id INTO v_number_id;
-        EXIT WHEN v_number_id IS NOT NULL;
+        RETURNING l.document_number INTO v_number;
+        EXIT WHEN v_number IS NOT NULL;
     END LOOP;
 
     INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,
@@ -198,9 +213,10 @@ BEGIN
                                'document_ref', p_document_ref, 'expires_at', p_expires_at),
             p_metadata);
 
-    IF v_value * 10 > p_type.max_value * 9 THEN
-        RAISE WARNING 'docnum: % counter %/% is %%% used (% of %)', p_type.code, p_scope, v_period,
-                round(v_value * 100.0 / p_type.max_value, 1), v_value, p_type.max_value
+    IF v_value > p_type.max_value * 0.9 THEN
+        RAISE WARNING 'docnum: % counter % is % used (% of %)', p_type.code,
+                pg_catalog.format('(scope %L, period %L)', p_scope, v_period),
+                round(v_value * 100.0 / p_type.max_value, 1) || '%', v_value, p_type.max_value
             USING HINT = pg_catalog.format('Plan to raise max_value with docnum.alter_type(%L, max_value => ...).',
                                            p_type.code);
     END IF;
@@ -234,7 +250,7 @@ BEGIN
             USING ERRCODE = 'NB006', DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' or NULL.';
     END IF;
     RETURN docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'reserved',
-                         gen_random_uuid(), now() + v_ttl, reserve_number.actor, NULL,
+                         gen_random_uuid(), statement_timestamp() + v_ttl, reserve_number.actor, NULL,
                          reserve_number.metadata, 'RESERVE');
 END
 $$;

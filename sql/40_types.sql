@@ -123,9 +123,10 @@ BEGIN
                   DETAIL = pg_catalog.format('Existing: %s', docnum._type_json(v_existing)),
                   HINT = 'Change it with docnum.alter_type(); scope and reset cannot change.';
     END IF;
+    -- Same text around {SEQ} means overlapping numbers, whatever the widths ({SEQ:2} and {SEQ:3} meet at 100).
     IF EXISTS (SELECT 1 FROM docnum.document_type t
-                WHERE t.render_head || '{SEQ}' || t.render_tail = v_new.render_head || '{SEQ}' || v_new.render_tail
-                  AND t.seq_width = v_new.seq_width) THEN
+                WHERE t.render_head || '{SEQ}' || t.render_tail = v_new.render_head || '{SEQ}' || v_new.render_tail)
+    THEN
         RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(define_type.format)
             USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
                   HINT = 'Include {TYPE} or a distinct prefix in the format.';
@@ -187,6 +188,14 @@ BEGIN
         v_new.seq_width := v_compiled.seq_width;
         v_new.parse_pattern := v_compiled.parse_pattern;
         v_new.parse_groups := v_compiled.parse_groups;
+        IF EXISTS (SELECT 1 FROM docnum.document_type t
+                    WHERE t.code <> v_old.code
+                      AND t.render_head || '{SEQ}' || t.render_tail
+                          = v_new.render_head || '{SEQ}' || v_new.render_tail) THEN
+            RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(alter_type.format)
+                USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
+                      HINT = 'Include {TYPE} or a distinct prefix in the format.';
+        END IF;
         -- No existing number may read as a different number of this type under the new template.
         SELECT l.document_number, l.document_type INTO v_bad
           FROM docnum.ledger l

@@ -409,7 +409,7 @@ BEGIN
     END IF;
     INSERT INTO docnum.document_table AS d (table_name, number_column)
     VALUES (register_document_table.table_name, register_document_table.number_column)
-    ON CONFLICT (table_name) DO UPDATE SET number_column = EXCLUDED.number_column;
+    ON CONFLICT ON CONSTRAINT document_table_pkey DO UPDATE SET number_column = EXCLUDED.number_column;
     INSERT INTO docnum.audit_log (operation, actor, new_value)
     VALUES ('REGISTER_TABLE', register_document_table.actor,
             jsonb_build_object('table', register_document_table.table_name::text,

@@ -48,6 +48,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_rows docnum._import_row[];
+    v_session_lock_timeout text;
+    v_lock_timeout interval;
 BEGIN
     PERFORM docnum._require_writable();
     PERFORM docnum._check_text('actor', import_numbers.actor, 200);
@@ -96,10 +98,20 @@ BEGIN
 
     -- 2. Make sure every counter exists, then lock them in counter order (two imports cannot deadlock;
     --    allocation holds one counter at a time).
-    INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-    SELECT DISTINCT r.document_type, r.scope_value, r.period FROM unnest(v_rows) r WHERE r.problem IS NULL
-    ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+    -- The longest lock_timeout of the types involved applies, unless the session's own limit is shorter.
+    v_session_lock_timeout := current_setting('lock_timeout');
+    SELECT max(t.lock_timeout) INTO v_lock_timeout
+      FROM docnum.document_type t
+     WHERE t.code IN (SELECT r.document_type FROM unnest(v_rows) r WHERE r.problem IS NULL);
+    IF v_lock_timeout IS NOT NULL
+       AND (v_session_lock_timeout = '0' OR v_lock_timeout < v_session_lock_timeout::interval) THEN
+        PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint::text, true);
+    END IF;
     BEGIN
+        -- Creating a counter can wait too: for another transaction that is creating the same one.
+        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+        SELECT DISTINCT r.document_type, r.scope_value, r.period FROM unnest(v_rows) r WHERE r.problem IS NULL
+        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
         PERFORM pg_advisory_xact_lock(1685021550, k.counter_id::integer)
            FROM (SELECT DISTINCT c.counter_id
                    FROM unnest(v_rows) r
@@ -112,6 +124,7 @@ BEGIN
             USING ERRCODE = 'NB003', DETAIL = 'Another transaction holds one of the counters of this batch.',
                   HINT = 'Retry the import; it changes nothing until it succeeds.';
     END;
+    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
 
     -- 3. Under the locks: compare with the ledger, insert, move counters, audit, report.
     RETURN QUERY

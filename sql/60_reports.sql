@@ -126,12 +126,13 @@ BEGIN
     -- Every counted number must read back, with its type's template (current or any earlier one), as exactly
     -- its own counter and value.
     RETURN QUERY
-    WITH formats AS (
+    WITH formats AS MATERIALIZED (
         SELECT t.code, t.format FROM docnum.document_type t
         UNION
         SELECT a.document_type, a.new_value ->> 'format' FROM docnum.audit_log a
          WHERE a.operation IN ('DEFINE_TYPE', 'ALTER_TYPE') AND a.new_value ? 'format'
-    ), templates AS (
+    ), templates AS MATERIALIZED (
+        -- every template compiled once, not once per ledger row
         SELECT t.code, f.format, cf.render_head, cf.render_tail, cf.seq_width, cf.parse_pattern, cf.parse_groups,
                t.scope, t.reset
           FROM formats f

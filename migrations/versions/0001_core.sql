@@ -80,28 +80,49 @@ CREATE TABLE docnum.document_type (
 );
 COMMENT ON TABLE docnum.document_type IS 'One numbering configuration per document type';
 
+-- Every allocation updates a counter row and inserts a ledger row and an audit row. PostgreSQL re-reads and
+-- re-plans a table's CHECK expressions in every statement that writes it (about 25 us for the eleven rules of
+-- the ledger), while a PL/pgSQL function is compiled once per session. So the row rules of counter and ledger
+-- each live in one IMMUTABLE function, called by one CHECK constraint with the whole row; the rules themselves
+-- are the same, and any write that breaks one fails with that table's *_row_check.
+
 CREATE TABLE docnum.counter (
-    counter_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY
-                  -- advisory locks use the two-int4 key form (class, counter_id): ids must fit in int4
-                  CHECK (counter_id BETWEEN 1 AND 2147483647),
+    counter_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     document_type text NOT NULL REFERENCES docnum.document_type (code),
     scope_value   text NOT NULL DEFAULT '',
-    period        text NOT NULL DEFAULT '' CHECK (period ~ '^([0-9]{4}(-(0[1-9]|1[0-2]))?)?$'),
-    current_value bigint NOT NULL DEFAULT 0 CHECK (current_value >= 0),
+    period        text NOT NULL DEFAULT '',
+    current_value bigint NOT NULL DEFAULT 0,
     last_used_at  timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT counter_key UNIQUE (document_type, scope_value, period)
-);
+)
+-- Room on every page for the next versions of its rows: an allocation's UPDATE stays HOT (no index changes,
+-- old versions pruned in place) and busy counters do not share a page with many others.
+WITH (fillfactor = 50);
 COMMENT ON TABLE docnum.counter IS 'One counter per (document type, scope value, period)';
+
+-- The rules of a counter row.
+CREATE FUNCTION docnum._counter_row_is_valid(p_row docnum.counter) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN p_row.current_value >= 0
+       -- advisory locks use the two-int4 key form (class, counter_id): ids must fit in int4
+       AND p_row.counter_id BETWEEN 1 AND 2147483647
+       AND p_row.period ~ '^([0-9]{4}(-(0[1-9]|1[0-2]))?)?$';
+END
+$$;
+
+ALTER TABLE docnum.counter ADD CONSTRAINT counter_row_check CHECK (docnum._counter_row_is_valid(counter));
 
 CREATE TABLE docnum.ledger (
     number_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     document_type      text NOT NULL REFERENCES docnum.document_type (code),
     counter_id         bigint REFERENCES docnum.counter (counter_id),
-    sequence_value     bigint CHECK (sequence_value > 0),
-    document_number    text NOT NULL CHECK (length(document_number) BETWEEN 1 AND 300),
-    state              text NOT NULL CHECK (state IN ('reserved', 'confirmed', 'cancelled', 'expired',
-                                                      'voided', 'overridden', 'imported')),
+    sequence_value     bigint,
+    document_number    text NOT NULL,
+    state              text NOT NULL,
     token              uuid,
     actor              text,
     document_ref       text,
@@ -117,20 +138,45 @@ CREATE TABLE docnum.ledger (
     replaces_number_id bigint REFERENCES docnum.ledger (number_id),
     replaced_by_number_id bigint REFERENCES docnum.ledger (number_id),
     CONSTRAINT ledger_document_number_key UNIQUE (document_number),
-    CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value),
-    CONSTRAINT ledger_token_key UNIQUE (token),
-    CONSTRAINT ledger_counter_pair_check CHECK ((counter_id IS NULL) = (sequence_value IS NULL)),
-    CONSTRAINT ledger_unparsed_check CHECK (counter_id IS NOT NULL OR state IN ('overridden', 'voided')),
-    CONSTRAINT ledger_reserved_check CHECK (state <> 'reserved' OR (token IS NOT NULL AND expires_at IS NOT NULL)),
-    CONSTRAINT ledger_expiry_check CHECK (expires_at IS NULL OR expires_at > issued_at),
-    CONSTRAINT ledger_confirmed_check CHECK (state <> 'confirmed' OR confirmed_at IS NOT NULL),
-    CONSTRAINT ledger_cancelled_check CHECK (state <> 'cancelled' OR cancelled_at IS NOT NULL),
-    CONSTRAINT ledger_expired_check CHECK (state <> 'expired' OR expired_at IS NOT NULL),
-    CONSTRAINT ledger_voided_check CHECK (state <> 'voided' OR voided_at IS NOT NULL)
+    CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value)
 );
 COMMENT ON TABLE docnum.ledger IS 'Every number ever issued, with its state; a number is never issued twice';
+-- Only reservations carry a token.
+CREATE UNIQUE INDEX ledger_token_key ON docnum.ledger (token) WHERE token IS NOT NULL;
 -- The sweep of expired reservations reads only live reservations.
 CREATE INDEX ledger_reserved_expiry_idx ON docnum.ledger (expires_at) WHERE state = 'reserved';
+
+-- The rules of a ledger row: what identifies a number is well formed, and each state has what it implies.
+CREATE FUNCTION docnum._ledger_row_is_valid(p_row docnum.ledger) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_row.sequence_value <= 0
+       OR length(p_row.document_number) NOT BETWEEN 1 AND 300
+       -- a counter value comes with its counter
+       OR (p_row.counter_id IS NULL) <> (p_row.sequence_value IS NULL)
+       OR p_row.expires_at <= p_row.issued_at THEN
+        RETURN false;
+    END IF;
+    -- Only overridden and voided numbers may lack a counter (text that does not parse); the most frequent
+    -- states first.
+    IF p_row.state = 'confirmed' THEN
+        RETURN p_row.confirmed_at IS NOT NULL AND p_row.counter_id IS NOT NULL;
+    ELSIF p_row.state = 'reserved' THEN
+        RETURN p_row.token IS NOT NULL AND p_row.expires_at IS NOT NULL AND p_row.counter_id IS NOT NULL;
+    END IF;
+    RETURN CASE p_row.state
+        WHEN 'cancelled' THEN p_row.cancelled_at IS NOT NULL AND p_row.counter_id IS NOT NULL
+        WHEN 'expired' THEN p_row.expired_at IS NOT NULL AND p_row.counter_id IS NOT NULL
+        WHEN 'voided' THEN p_row.voided_at IS NOT NULL
+        WHEN 'overridden' THEN true
+        WHEN 'imported' THEN p_row.counter_id IS NOT NULL
+        ELSE false END;
+END
+$$;
+
+ALTER TABLE docnum.ledger ADD CONSTRAINT ledger_row_check CHECK (docnum._ledger_row_is_valid(ledger));
 
 CREATE TABLE docnum.audit_log (
     audit_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -149,7 +195,9 @@ CREATE TABLE docnum.audit_log (
 );
 COMMENT ON TABLE docnum.audit_log IS 'Append-only record of every docnum operation';
 CREATE INDEX audit_log_number_idx ON docnum.audit_log (document_number);
-CREATE INDEX audit_log_time_idx ON docnum.audit_log (occurred_at);
+-- Rows arrive in time order and are never changed: a block-range index serves time-range reads (audit export)
+-- at a fraction of a B-tree's cost per insert.
+CREATE INDEX audit_log_time_idx ON docnum.audit_log USING brin (occurred_at);
 
 -- The audit log only grows: UPDATE, DELETE and TRUNCATE fail for every role, the owner included.
 CREATE FUNCTION docnum._audit_log_is_append_only() RETURNS trigger
@@ -575,61 +623,76 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_period     text := docnum._period(p_type.reset, p_date);
-    v_head       text := docnum._fill(p_type.render_head, p_scope, p_date);
-    v_tail       text := docnum._fill(p_type.render_tail, p_scope, p_date);
+    v_head       text := p_type.render_head;
+    v_tail       text := p_type.render_tail;
     v_counter_id bigint;
+    v_locked     boolean := false;
     v_value      bigint;
     v_number     text;
-    v_number_id  bigint;
     v_session_lock_timeout text;
-    v_set_lock_timeout boolean := false;
 BEGIN
     -- A number survives a crash once the caller has it, whatever the session's synchronous_commit.
     IF current_setting('synchronous_commit') = 'off' THEN
         PERFORM set_config('synchronous_commit', 'on', true);
     END IF;
-
-    -- The type's lock_timeout applies unless the session's own limit is shorter.
-    IF p_type.lock_timeout IS NOT NULL THEN
-        v_session_lock_timeout := current_setting('lock_timeout');
-        IF v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval THEN
-            PERFORM set_config('lock_timeout',
-                               (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
-            v_set_lock_timeout := true;
-        END IF;
+    IF strpos(v_head, '{') > 0 THEN
+        v_head := docnum._fill(v_head, p_scope, p_date);
+    END IF;
+    IF strpos(v_tail, '{') > 0 THEN
+        v_tail := docnum._fill(v_tail, p_scope, p_date);
     END IF;
 
-    BEGIN
-        SELECT c.counter_id INTO v_counter_id
-          FROM docnum.counter c
-         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
-        IF NOT FOUND THEN
-            -- First use of this counter: two sessions may race here; the loser waits for the winner and then
-            -- reads its row, so nobody sees a unique violation.
-            INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-            VALUES (p_type.code, p_scope, v_period)
-            ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
-            RETURNING c.counter_id INTO v_counter_id;
-            IF v_counter_id IS NULL THEN
-                SELECT c.counter_id INTO STRICT v_counter_id
-                  FROM docnum.counter c
-                 WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+    -- Fast path: the counter exists and no other transaction holds it.
+    SELECT c.counter_id INTO v_counter_id
+      FROM docnum.counter c
+     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+    IF v_counter_id IS NOT NULL THEN
+        v_locked := pg_try_advisory_xact_lock(1685021550, v_counter_id::integer);
+    END IF;
+
+    IF NOT v_locked THEN
+        -- Wait for the counter (creating it on first use) under the type's lock_timeout, unless the session's
+        -- own limit is shorter.
+        IF p_type.lock_timeout IS NOT NULL THEN
+            v_session_lock_timeout := current_setting('lock_timeout');
+            IF v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval THEN
+                PERFORM set_config('lock_timeout',
+                                   (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+            ELSE
+                v_session_lock_timeout := NULL;
             END IF;
         END IF;
-        PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
-            USING ERRCODE = 'NB003',
-                  DETAIL = pg_catalog.format('Counter %s/%s/%s is held by another transaction for longer than '
-                                             'the lock timeout (%s).', p_type.code, p_scope, v_period,
-                                             coalesce(p_type.lock_timeout::text, current_setting('lock_timeout'))),
-                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
-                         '(pg_locks, locktype advisory).';
-    END;
-    IF v_set_lock_timeout THEN
-        PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+        BEGIN
+            IF v_counter_id IS NULL THEN
+                -- First use of this counter: two sessions may race here; the loser waits for the winner and
+                -- then reads its row, so nobody sees a unique violation.
+                INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+                VALUES (p_type.code, p_scope, v_period)
+                ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
+                RETURNING c.counter_id INTO v_counter_id;
+                IF v_counter_id IS NULL THEN
+                    SELECT c.counter_id INTO STRICT v_counter_id
+                      FROM docnum.counter c
+                     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+                END IF;
+            END IF;
+            PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+                USING ERRCODE = 'NB003',
+                      DETAIL = pg_catalog.format('Counter %s/%s/%s is held by another transaction for longer '
+                                                 'than the lock timeout (%s).', p_type.code, p_scope, v_period,
+                                                 coalesce(p_type.lock_timeout::text,
+                                                          current_setting('lock_timeout'))),
+                      HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                             '(pg_locks, locktype advisory).';
+        END;
+        IF v_session_lock_timeout IS NOT NULL THEN
+            PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+        END IF;
     END IF;
 
+    -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.
     LOOP
         UPDATE docnum.counter c
            SET current_value = c.current_value + 1, last_used_at = now()
@@ -643,15 +706,15 @@ BEGIN
                       HINT = pg_catalog.format('Raise it: SELECT docnum.alter_type(document_type => %L, '
                                                'max_value => ...).', p_type.code);
         END IF;
-        v_number := v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail;
         INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, token,
                                         actor, document_ref, metadata, expires_at, confirmed_at)
-        VALUES (p_type.code, v_counter_id, v_value, v_number, p_state, p_token,
+        VALUES (p_type.code, v_counter_id, v_value,
+                v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail, p_state, p_token,
                 p_actor, p_document_ref, p_metadata, p_expires_at,
                 CASE WHEN p_state = 'confirmed' THEN now() END)
         ON CONFLICT DO NOTHING
-        RETURNING l.number_id INTO v_number_id;
-        EXIT WHEN v_number_id IS NOT NULL;
+        RETURNING l.document_number INTO v_number;
+        EXIT WHEN v_number IS NOT NULL;
     END LOOP;
 
     INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,
@@ -661,9 +724,10 @@ BEGIN
                                'document_ref', p_document_ref, 'expires_at', p_expires_at),
             p_metadata);
 
-    IF v_value * 10 > p_type.max_value * 9 THEN
-        RAISE WARNING 'docnum: % counter %/% is %%% used (% of %)', p_type.code, p_scope, v_period,
-                round(v_value * 100.0 / p_type.max_value, 1), v_value, p_type.max_value
+    IF v_value > p_type.max_value * 0.9 THEN
+        RAISE WARNING 'docnum: % counter % is % used (% of %)', p_type.code,
+                pg_catalog.format('(scope %L, period %L)', p_scope, v_period),
+                round(v_value * 100.0 / p_type.max_value, 1) || '%', v_value, p_type.max_value
             USING HINT = pg_catalog.format('Plan to raise max_value with docnum.alter_type(%L, max_value => ...).',
                                            p_type.code);
     END IF;
@@ -697,7 +761,7 @@ BEGIN
             USING ERRCODE = 'NB006', DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' or NULL.';
     END IF;
     RETURN docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'reserved',
-                         gen_random_uuid(), now() + v_ttl, reserve_number.actor, NULL,
+                         gen_random_uuid(), statement_timestamp() + v_ttl, reserve_number.actor, NULL,
                          reserve_number.metadata, 'RESERVE');
 END
 $$;
@@ -998,9 +1062,10 @@ BEGIN
                   DETAIL = pg_catalog.format('Existing: %s', docnum._type_json(v_existing)),
                   HINT = 'Change it with docnum.alter_type(); scope and reset cannot change.';
     END IF;
+    -- Same text around {SEQ} means overlapping numbers, whatever the widths ({SEQ:2} and {SEQ:3} meet at 100).
     IF EXISTS (SELECT 1 FROM docnum.document_type t
-                WHERE t.render_head || '{SEQ}' || t.render_tail = v_new.render_head || '{SEQ}' || v_new.render_tail
-                  AND t.seq_width = v_new.seq_width) THEN
+                WHERE t.render_head || '{SEQ}' || t.render_tail = v_new.render_head || '{SEQ}' || v_new.render_tail)
+    THEN
         RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(define_type.format)
             USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
                   HINT = 'Include {TYPE} or a distinct prefix in the format.';
@@ -1062,6 +1127,14 @@ BEGIN
         v_new.seq_width := v_compiled.seq_width;
         v_new.parse_pattern := v_compiled.parse_pattern;
         v_new.parse_groups := v_compiled.parse_groups;
+        IF EXISTS (SELECT 1 FROM docnum.document_type t
+                    WHERE t.code <> v_old.code
+                      AND t.render_head || '{SEQ}' || t.render_tail
+                          = v_new.render_head || '{SEQ}' || v_new.render_tail) THEN
+            RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(alter_type.format)
+                USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
+                      HINT = 'Include {TYPE} or a distinct prefix in the format.';
+        END IF;
         -- No existing number may read as a different number of this type under the new template.
         SELECT l.document_number, l.document_type INTO v_bad
           FROM docnum.ledger l
@@ -1523,7 +1596,7 @@ BEGIN
     END IF;
     INSERT INTO docnum.document_table AS d (table_name, number_column)
     VALUES (register_document_table.table_name, register_document_table.number_column)
-    ON CONFLICT (table_name) DO UPDATE SET number_column = EXCLUDED.number_column;
+    ON CONFLICT ON CONSTRAINT document_table_pkey DO UPDATE SET number_column = EXCLUDED.number_column;
     INSERT INTO docnum.audit_log (operation, actor, new_value)
     VALUES ('REGISTER_TABLE', register_document_table.actor,
             jsonb_build_object('table', register_document_table.table_name::text,
@@ -1582,6 +1655,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_rows docnum._import_row[];
+    v_session_lock_timeout text;
+    v_lock_timeout interval;
 BEGIN
     PERFORM docnum._require_writable();
     PERFORM docnum._check_text('actor', import_numbers.actor, 200);
@@ -1630,10 +1705,20 @@ BEGIN
 
     -- 2. Make sure every counter exists, then lock them in counter order (two imports cannot deadlock;
     --    allocation holds one counter at a time).
-    INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-    SELECT DISTINCT r.document_type, r.scope_value, r.period FROM unnest(v_rows) r WHERE r.problem IS NULL
-    ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+    -- The longest lock_timeout of the types involved applies, unless the session's own limit is shorter.
+    v_session_lock_timeout := current_setting('lock_timeout');
+    SELECT max(t.lock_timeout) INTO v_lock_timeout
+      FROM docnum.document_type t
+     WHERE t.code IN (SELECT r.document_type FROM unnest(v_rows) r WHERE r.problem IS NULL);
+    IF v_lock_timeout IS NOT NULL
+       AND (v_session_lock_timeout = '0' OR v_lock_timeout < v_session_lock_timeout::interval) THEN
+        PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint::text, true);
+    END IF;
     BEGIN
+        -- Creating a counter can wait too: for another transaction that is creating the same one.
+        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+        SELECT DISTINCT r.document_type, r.scope_value, r.period FROM unnest(v_rows) r WHERE r.problem IS NULL
+        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
         PERFORM pg_advisory_xact_lock(1685021550, k.counter_id::integer)
            FROM (SELECT DISTINCT c.counter_id
                    FROM unnest(v_rows) r
@@ -1646,6 +1731,7 @@ BEGIN
             USING ERRCODE = 'NB003', DETAIL = 'Another transaction holds one of the counters of this batch.',
                   HINT = 'Retry the import; it changes nothing until it succeeds.';
     END;
+    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
 
     -- 3. Under the locks: compare with the ledger, insert, move counters, audit, report.
     RETURN QUERY
@@ -1844,12 +1930,13 @@ BEGIN
     -- Every counted number must read back, with its type's template (current or any earlier one), as exactly
     -- its own counter and value.
     RETURN QUERY
-    WITH formats AS (
+    WITH formats AS MATERIALIZED (
         SELECT t.code, t.format FROM docnum.document_type t
         UNION
         SELECT a.document_type, a.new_value ->> 'format' FROM docnum.audit_log a
          WHERE a.operation IN ('DEFINE_TYPE', 'ALTER_TYPE') AND a.new_value ? 'format'
-    ), templates AS (
+    ), templates AS MATERIALIZED (
+        -- every template compiled once, not once per ledger row
         SELECT t.code, f.format, cf.render_head, cf.render_tail, cf.seq_width, cf.parse_pattern, cf.parse_groups,
                t.scope, t.reset
           FROM formats f

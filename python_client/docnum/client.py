@@ -3,6 +3,8 @@
 :class:`Numbering` works with a ``psycopg.Connection`` or a ``psycopg_pool.ConnectionPool``;
 :class:`AsyncNumbering` with their async counterparts.  Both build the same :class:`_Call` (statement,
 parameters, result shape) from the same functions below and differ only in how they wait for the database.
+``audit_export`` is the one method that does not fetch everything at once: it builds a :class:`_Stream`
+and reads its rows lazily through a server-side cursor (see :meth:`Numbering.audit_export`).
 
 Transactions
     With a pool, or with a connection that is idle, the client owns the transaction: it runs the statement
@@ -20,8 +22,14 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -35,7 +43,16 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from docnum import queries
 from docnum.errors import translated
-from docnum.models import AuditEntry, DocumentType, Reservation
+from docnum.models import (
+    AuditEntry,
+    CounterStatus,
+    DocumentType,
+    Duplicate,
+    Finding,
+    Gap,
+    ImportResult,
+    Reservation,
+)
 
 __all__ = ["AsyncNumbering", "AsyncReservationHandle", "Numbering", "ReservationHandle"]
 
@@ -53,6 +70,8 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 DEFAULT_ATTEMPTS = 4
 _BACKOFF_BASE = 0.01  # seconds; doubled on every attempt, then jittered
 _BACKOFF_CAP = 0.2
+#: Rows fetched per round trip by the server-side cursor of ``audit_export``.
+DEFAULT_FETCH_SIZE = 2000
 
 #: The cancel reason recorded when a ``reservation()`` block ends without confirming.
 RELEASED_WITHOUT_CONFIRM = "reservation released without confirm"
@@ -71,6 +90,16 @@ class _Call(Generic[T]):
     query: str | sql.Composed
     params: Mapping[str, Any]
     result: Callable[[list[Row]], T]
+
+
+@dataclass(frozen=True)
+class _Stream(Generic[T]):
+    """One statement whose rows are read lazily through a server-side cursor, each turned into a T."""
+
+    query: str
+    params: Mapping[str, Any]
+    row: Callable[[Row], T]
+    cursor_name: str
 
 
 def _jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:
@@ -101,6 +130,46 @@ def _expired(rows: list[Row]) -> int:
 
 def _audit_entries(rows: list[Row]) -> list[AuditEntry]:
     return [AuditEntry(**row) for row in rows]
+
+
+def _audit_entry(row: Row) -> AuditEntry:
+    return AuditEntry(**row)
+
+
+def _sequence_value(rows: list[Row]) -> int:
+    value: int = rows[0]["value"]
+    return value
+
+
+def _nothing(rows: list[Row]) -> None:
+    return None
+
+
+def _import_results(rows: list[Row]) -> list[ImportResult]:
+    return [ImportResult(**row) for row in rows]
+
+
+def _counter_statuses(rows: list[Row]) -> list[CounterStatus]:
+    return [CounterStatus(**row) for row in rows]
+
+
+def _gap_rows(rows: list[Row]) -> list[Gap]:
+    return [Gap(**row) for row in rows]
+
+
+def _duplicates(rows: list[Row]) -> list[Duplicate]:
+    return [
+        Duplicate(row["document_number"], row["occurrences"], tuple(row["found_in"] or ())) for row in rows
+    ]
+
+
+def _findings(rows: list[Row]) -> list[Finding]:
+    return [Finding(**row) for row in rows]
+
+
+def _json_field(value: Any) -> Any:
+    """Dates and times as ISO 8601 text, the form ``docnum.import_numbers`` reads; other values unchanged."""
+    return value.isoformat() if isinstance(value, datetime | date) else value
 
 
 def _define_type(
@@ -218,7 +287,80 @@ def _get_type(code: str) -> _Call[DocumentType | None]:
 
 
 def _history(document_number: str) -> _Call[list[AuditEntry]]:
-    return _Call(queries.HISTORY, {"document_number": document_number}, _audit_entries)
+    return _Call(queries.NUMBER_HISTORY, {"document_number": document_number}, _audit_entries)
+
+
+def _override(
+    document_type: str, document_number: str, *, actor: str | None, reason: str, skip_validation: bool
+) -> _Call[str]:
+    params = {
+        "document_type": document_type,
+        "document_number": document_number,
+        "actor": actor,
+        "reason": reason,
+        "skip_validation": skip_validation,
+    }
+    return _Call(queries.OVERRIDE_NUMBER, params, _document_number)
+
+
+def _void(document_number: str, *, actor: str | None, reason: str) -> _Call[str]:
+    params = {"document_number": document_number, "actor": actor, "reason": reason}
+    return _Call(queries.VOID_NUMBER, params, _document_number)
+
+
+def _void_and_replace(document_number: str, *, actor: str | None, reason: str) -> _Call[str]:
+    params = {"document_number": document_number, "actor": actor, "reason": reason}
+    return _Call(queries.VOID_AND_REPLACE, params, _document_number)
+
+
+def _set_counter(
+    document_type: str, *, scope: str | None, period: str | None, value: int, actor: str | None, reason: str
+) -> _Call[int]:
+    params = {
+        "document_type": document_type,
+        "scope": scope,
+        "period": period,
+        "value": value,
+        "actor": actor,
+        "reason": reason,
+    }
+    return _Call(queries.SET_COUNTER, params, _sequence_value)
+
+
+def _import_numbers(rows: Iterable[Mapping[str, Any]], *, actor: str | None) -> _Call[list[ImportResult]]:
+    # The whole batch travels as one jsonb array: one statement, one transaction, one result row per row.
+    batch = [{key: _json_field(value) for key, value in row.items()} for row in rows]
+    return _Call(queries.IMPORT_NUMBERS, {"rows": Jsonb(batch), "actor": actor}, _import_results)
+
+
+def _register_document_table(table_name: str, number_column: str, *, actor: str | None) -> _Call[None]:
+    params = {"table_name": table_name, "number_column": number_column, "actor": actor}
+    return _Call(queries.REGISTER_DOCUMENT_TABLE, params, _nothing)
+
+
+def _status(document_type: str | None) -> _Call[list[CounterStatus]]:
+    return _Call(queries.SEQUENCE_STATUS, {"document_type": document_type}, _counter_statuses)
+
+
+def _gaps(document_type: str | None, *, scope: str | None, period: str | None) -> _Call[list[Gap]]:
+    params = {"document_type": document_type, "scope": scope, "period": period}
+    return _Call(queries.GAPS, params, _gap_rows)
+
+
+def _check_duplicates() -> _Call[list[Duplicate]]:
+    return _Call(queries.CHECK_DUPLICATES, {}, _duplicates)
+
+
+def _validate() -> _Call[list[Finding]]:
+    return _Call(queries.VALIDATE, {}, _findings)
+
+
+def _audit_export(
+    start: datetime | date, end: datetime | date, document_type: str | None
+) -> _Stream[AuditEntry]:
+    params = {"from_time": start, "to_time": end, "document_type": document_type}
+    # A fresh cursor name, so two exports may be open on one connection at the same time.
+    return _Stream(queries.AUDIT_EXPORT, params, _audit_entry, f"docnum_audit_export_{uuid.uuid4().hex}")
 
 
 def _should_retry(exc: psycopg.Error, attempt: int, attempts: int) -> bool:
@@ -388,8 +530,108 @@ class Numbering:
         return self._execute(_expire_reservations())
 
     def history(self, document_number: str) -> list[AuditEntry]:
-        """The audit trail of a number, oldest first (needs SELECT on ``docnum.audit_log``)."""
+        """The audit trail of a number and of the numbers void-and-replace linked to it, oldest first
+        (``docnum.number_history``; docnum_app may call it)."""
         return self._execute(_history(document_number))
+
+    # -- administration of numbers and counters (docnum_admin) ----------------------------------------
+
+    def override(
+        self,
+        document_type: str,
+        document_number: str,
+        *,
+        actor: str | None = None,
+        reason: str,
+        skip_validation: bool = False,
+    ) -> str:
+        """Record a number chosen by a person, state overridden (``docnum.override_number``); returns it."""
+        return self._execute(
+            _override(
+                document_type, document_number, actor=actor, reason=reason, skip_validation=skip_validation
+            )
+        )
+
+    def void(self, document_number: str, *, actor: str | None = None, reason: str) -> str:
+        """Take a confirmed, overridden or imported number out of use (``docnum.void_number``); returns it."""
+        return self._execute(_void(document_number, actor=actor, reason=reason))
+
+    def void_and_replace(self, document_number: str, *, actor: str | None = None, reason: str) -> str:
+        """Void a number and issue its replacement in the same counter; returns the new number."""
+        return self._execute(_void_and_replace(document_number, actor=actor, reason=reason))
+
+    def set_counter(
+        self,
+        document_type: str,
+        *,
+        scope: str | None = None,
+        period: str | None = None,
+        value: int,
+        actor: str | None = None,
+        reason: str,
+    ) -> int:
+        """Set a counter (period None: the current one) to ``value`` (``docnum.set_counter``); returns it."""
+        return self._execute(
+            _set_counter(document_type, scope=scope, period=period, value=value, actor=actor, reason=reason)
+        )
+
+    def import_numbers(
+        self, rows: Iterable[Mapping[str, Any]], *, actor: str | None = None
+    ) -> list[ImportResult]:
+        """Import legacy numbers in one call and one transaction (``docnum.import_numbers``).
+
+        Each row maps ``document_type``, ``document_number`` and optionally ``created_at`` (a datetime, a
+        date or ISO 8601 text; a naive one is read in the session's TimeZone) and ``document_ref``.  Returns
+        one :class:`ImportResult` per row, in order.  Split large files into batches: each call holds the
+        locks of every counter it touches until it commits.
+        """
+        return self._execute(_import_numbers(rows, actor=actor))
+
+    def register_document_table(
+        self, table_name: str, number_column: str, *, actor: str | None = None
+    ) -> None:
+        """Have ``check_duplicates`` also inspect ``table_name.number_column`` of the application.
+
+        ``table_name`` is resolved with the session's search_path; docnum_owner needs SELECT on it.
+        """
+        self._execute(_register_document_table(table_name, number_column, actor=actor))
+
+    # -- reports (docnum_reader) ----------------------------------------------------------------------
+
+    def status(self, document_type: str | None = None) -> list[CounterStatus]:
+        """Every counter (of one type, or all) from ``docnum.sequence_status``, by type, scope and period."""
+        return self._execute(_status(document_type))
+
+    def gaps(
+        self, document_type: str | None = None, *, scope: str | None = None, period: str | None = None
+    ) -> list[Gap]:
+        """Counter values never issued, each with the recorded reason or none (``docnum.gaps``)."""
+        return self._execute(_gaps(document_type, scope=scope, period=period))
+
+    def check_duplicates(self) -> list[Duplicate]:
+        """Numbers used twice in the ledger or in the registered tables (``docnum.check_duplicates``)."""
+        return self._execute(_check_duplicates())
+
+    def validate(self) -> list[Finding]:
+        """The integrity report of ``docnum.validate``: empty when healthy."""
+        return self._execute(_validate())
+
+    def audit_export(
+        self,
+        start: datetime | date,
+        end: datetime | date,
+        document_type: str | None = None,
+        *,
+        fetch_size: int = DEFAULT_FETCH_SIZE,
+    ) -> Generator[AuditEntry, None, None]:
+        """Audit rows with ``start <= occurred_at < end``, by audit_id (``docnum.audit_export``), read lazily.
+
+        Rows come through a server-side cursor, ``fetch_size`` per round trip, so any number of them fits in
+        memory.  The iterator holds its connection (and, unless it joined the caller's transaction, a
+        transaction of its own) until it is exhausted or closed: iterate it to the end, or close it
+        (``.close()``, ``contextlib.closing``).  Naive datetimes are read in the session's TimeZone.
+        """
+        return self._stream(_audit_export(start, end, document_type), fetch_size)
 
     @contextmanager
     def reservation(
@@ -466,6 +708,28 @@ class Numbering:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(call.query, call.params)
             return call.result(cur.fetchall())
+
+    def _stream(self, stream: _Stream[T], fetch_size: int) -> Generator[T, None, None]:
+        """Yield the rows of ``stream`` from a server-side cursor; never retried (rows may be out already)."""
+        with translated():
+            if isinstance(self._source, ConnectionPool):
+                with self._source.connection() as conn:
+                    yield from self._read(conn, stream, fetch_size, own_transaction=True)
+            else:
+                conn = self._source
+                yield from self._read(conn, stream, fetch_size, own_transaction=_owns_transaction(conn))
+
+    @staticmethod
+    def _read(
+        conn: psycopg.Connection[Any], stream: _Stream[T], fetch_size: int, *, own_transaction: bool
+    ) -> Iterator[T]:
+        # A server-side cursor lives inside a transaction: ours, or the caller's one it joins.
+        transaction: AbstractContextManager[Any] = conn.transaction() if own_transaction else nullcontext()
+        with transaction, conn.cursor(stream.cursor_name, row_factory=dict_row) as cur:
+            cur.itersize = fetch_size
+            cur.execute(stream.query, stream.params)
+            for row in cur:
+                yield stream.row(row)
 
 
 class ReservationHandle:
@@ -654,8 +918,96 @@ class AsyncNumbering:
         return await self._execute(_expire_reservations())
 
     async def history(self, document_number: str) -> list[AuditEntry]:
-        """The audit trail of a number, oldest first (needs SELECT on ``docnum.audit_log``)."""
+        """The audit trail of a number and of the numbers void-and-replace linked to it, oldest first
+        (``docnum.number_history``; docnum_app may call it)."""
         return await self._execute(_history(document_number))
+
+    # -- administration of numbers and counters (docnum_admin) ----------------------------------------
+
+    async def override(
+        self,
+        document_type: str,
+        document_number: str,
+        *,
+        actor: str | None = None,
+        reason: str,
+        skip_validation: bool = False,
+    ) -> str:
+        """Record a number chosen by a person, state overridden (``docnum.override_number``); returns it."""
+        return await self._execute(
+            _override(
+                document_type, document_number, actor=actor, reason=reason, skip_validation=skip_validation
+            )
+        )
+
+    async def void(self, document_number: str, *, actor: str | None = None, reason: str) -> str:
+        """Take a confirmed, overridden or imported number out of use (``docnum.void_number``); returns it."""
+        return await self._execute(_void(document_number, actor=actor, reason=reason))
+
+    async def void_and_replace(self, document_number: str, *, actor: str | None = None, reason: str) -> str:
+        """Void a number and issue its replacement in the same counter; returns the new number."""
+        return await self._execute(_void_and_replace(document_number, actor=actor, reason=reason))
+
+    async def set_counter(
+        self,
+        document_type: str,
+        *,
+        scope: str | None = None,
+        period: str | None = None,
+        value: int,
+        actor: str | None = None,
+        reason: str,
+    ) -> int:
+        """Set a counter (period None: the current one) to ``value`` (``docnum.set_counter``); returns it."""
+        return await self._execute(
+            _set_counter(document_type, scope=scope, period=period, value=value, actor=actor, reason=reason)
+        )
+
+    async def import_numbers(
+        self, rows: Iterable[Mapping[str, Any]], *, actor: str | None = None
+    ) -> list[ImportResult]:
+        """Import legacy numbers in one call and one transaction; see :meth:`Numbering.import_numbers`."""
+        return await self._execute(_import_numbers(rows, actor=actor))
+
+    async def register_document_table(
+        self, table_name: str, number_column: str, *, actor: str | None = None
+    ) -> None:
+        """Have ``check_duplicates`` also inspect ``table_name.number_column`` of the application."""
+        await self._execute(_register_document_table(table_name, number_column, actor=actor))
+
+    # -- reports (docnum_reader) ----------------------------------------------------------------------
+
+    async def status(self, document_type: str | None = None) -> list[CounterStatus]:
+        """Every counter (of one type, or all) from ``docnum.sequence_status``, by type, scope and period."""
+        return await self._execute(_status(document_type))
+
+    async def gaps(
+        self, document_type: str | None = None, *, scope: str | None = None, period: str | None = None
+    ) -> list[Gap]:
+        """Counter values never issued, each with the recorded reason or none (``docnum.gaps``)."""
+        return await self._execute(_gaps(document_type, scope=scope, period=period))
+
+    async def check_duplicates(self) -> list[Duplicate]:
+        """Numbers used twice in the ledger or in the registered tables (``docnum.check_duplicates``)."""
+        return await self._execute(_check_duplicates())
+
+    async def validate(self) -> list[Finding]:
+        """The integrity report of ``docnum.validate``: empty when healthy."""
+        return await self._execute(_validate())
+
+    def audit_export(
+        self,
+        start: datetime | date,
+        end: datetime | date,
+        document_type: str | None = None,
+        *,
+        fetch_size: int = DEFAULT_FETCH_SIZE,
+    ) -> AsyncGenerator[AuditEntry, None]:
+        """Audit rows with ``start <= occurred_at < end``, read lazily: ``async for entry in ...``.
+
+        See :meth:`Numbering.audit_export`; close an iterator left unfinished with ``await it.aclose()``.
+        """
+        return self._stream(_audit_export(start, end, document_type), fetch_size)
 
     @asynccontextmanager
     async def reservation(
@@ -726,6 +1078,33 @@ class AsyncNumbering:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(call.query, call.params)
             return call.result(await cur.fetchall())
+
+    async def _stream(self, stream: _Stream[T], fetch_size: int) -> AsyncGenerator[T, None]:
+        """Yield the rows of ``stream`` from a server-side cursor; never retried (rows may be out already)."""
+        with translated():
+            if isinstance(self._source, AsyncConnectionPool):
+                async with self._source.connection() as conn:
+                    async for item in self._read(conn, stream, fetch_size, own_transaction=True):
+                        yield item
+            else:
+                conn = self._source
+                own = _owns_transaction(conn)
+                async for item in self._read(conn, stream, fetch_size, own_transaction=own):
+                    yield item
+
+    @staticmethod
+    async def _read(
+        conn: psycopg.AsyncConnection[Any], stream: _Stream[T], fetch_size: int, *, own_transaction: bool
+    ) -> AsyncIterator[T]:
+        # A server-side cursor lives inside a transaction: ours, or the caller's one it joins.
+        transaction: AbstractAsyncContextManager[Any] = (
+            conn.transaction() if own_transaction else nullcontext()
+        )
+        async with transaction, conn.cursor(stream.cursor_name, row_factory=dict_row) as cur:
+            cur.itersize = fetch_size
+            await cur.execute(stream.query, stream.params)
+            async for row in cur:
+                yield stream.row(row)
 
 
 class AsyncReservationHandle:

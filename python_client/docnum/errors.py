@@ -22,6 +22,7 @@ __all__ = [
     "InvalidStateTransition",
     "LockTimeout",
     "ManualOverrideNotAllowed",
+    "NumberNotFound",
     "NumberingUnavailable",
     "ReservationExpired",
     "SequenceExhausted",
@@ -115,6 +116,10 @@ class InvalidStateTransition(DocnumError, code="NB009"):
 
 class TypeAlreadyExists(DocnumError, code="NB010"):
     """NB010: ``define_type`` with an existing code and a different definition."""
+
+
+class NumberNotFound(DocnumError, code="NB011"):
+    """NB011: the number was never issued (``void`` / ``void_and_replace`` of an unknown number)."""
 
 
 def translate(exc: psycopg.Error) -> Exception:

@@ -8,9 +8,19 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-__all__ = ["AuditEntry", "DocumentType", "Reservation"]
+__all__ = [
+    "AuditEntry",
+    "CounterStatus",
+    "DocumentType",
+    "Duplicate",
+    "Finding",
+    "Gap",
+    "ImportResult",
+    "Reservation",
+]
 
 
 @dataclass(frozen=True)
@@ -61,3 +71,76 @@ class AuditEntry:
     old_value: Any
     new_value: Any
     metadata: Any
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``docnum.import_numbers`` did with one input row (``row_number`` counts from 1 in the batch).
+
+    ``status`` is ``imported``, ``already_present`` (imported by an earlier run; nothing changed) or
+    ``rejected`` (``detail`` says why; nothing was written for it).
+    """
+
+    row_number: int
+    document_type: str | None
+    document_number: str | None
+    status: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class CounterStatus:
+    """One row of the view ``docnum.sequence_status``: a counter, how full it is and its numbers by state."""
+
+    document_type: str
+    scope_value: str
+    period: str
+    current_value: int
+    max_value: int
+    utilisation_pct: Decimal
+    reserved: int
+    confirmed: int
+    cancelled: int
+    expired: int
+    voided: int
+    overridden: int
+    imported: int
+    last_used_at: datetime | None
+    counter_id: int
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A counter value at or below the counter with no ledger row (``docnum.gaps``).
+
+    ``explained`` when a recorded skip covers it; ``source`` (MANUAL_OVERRIDE, SET_COUNTER, IMPORT),
+    ``reason``, ``actor`` and ``recorded_at`` come from the latest such skip, else they are None.
+    """
+
+    document_type: str
+    scope_value: str
+    period: str
+    sequence_value: int
+    explained: bool
+    source: str | None
+    reason: str | None
+    actor: str | None
+    recorded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A number used more than once (``docnum.check_duplicates``); ``found_in`` names one source per use."""
+
+    document_number: str
+    occurrences: int
+    found_in: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding of ``docnum.validate``; ``severity`` is ``error`` or ``warning``."""
+
+    check_name: str
+    severity: str
+    detail: str

@@ -78,6 +78,46 @@ ALTER_TYPE = (
     " reason => %(reason)s::text) AS t"
 )
 
+OVERRIDE_NUMBER = (
+    "SELECT docnum.override_number("
+    "document_type => %(document_type)s::text, document_number => %(document_number)s::text,"
+    " actor => %(actor)s::text, reason => %(reason)s::text, skip_validation => %(skip_validation)s::boolean)"
+    " AS document_number"
+)
+
+VOID_NUMBER = (
+    "SELECT docnum.void_number("
+    "document_number => %(document_number)s::text, actor => %(actor)s::text, reason => %(reason)s::text)"
+    " AS document_number"
+)
+
+#: Returns the replacement number.
+VOID_AND_REPLACE = (
+    "SELECT docnum.void_and_replace("
+    "document_number => %(document_number)s::text, actor => %(actor)s::text, reason => %(reason)s::text)"
+    " AS document_number"
+)
+
+SET_COUNTER = (
+    "SELECT docnum.set_counter("
+    "document_type => %(document_type)s::text, scope => %(scope)s::text, period => %(period)s::text,"
+    " value => %(value)s::bigint, actor => %(actor)s::text, reason => %(reason)s::text) AS value"
+)
+
+#: ``rows`` is one JSON array holding every row of the batch; one result row per input row, in input order.
+IMPORT_NUMBERS = (
+    "SELECT r.row_number, r.document_type, r.document_number, r.status, r.detail"
+    " FROM docnum.import_numbers(rows => %(rows)s::jsonb, actor => %(actor)s::text) AS r"
+    " ORDER BY r.row_number"
+)
+
+#: ``table_name`` is resolved to a regclass with the caller's search_path.
+REGISTER_DOCUMENT_TABLE = (
+    "SELECT docnum.register_document_table("
+    "table_name => %(table_name)s::regclass, number_column => %(number_column)s::name,"
+    " actor => %(actor)s::text) AS registered"
+)
+
 GET_TYPE = (
     "SELECT " + _DOCUMENT_TYPE_COLUMNS + " FROM docnum.document_type AS t WHERE t.code = %(code)s::text"
 )
@@ -112,14 +152,49 @@ NEXT_NUMBER = (
 EXPIRE_RESERVATIONS = "SELECT docnum.expire_reservations() AS expired"
 
 # -----------------------------------------------------------------------------------------------------
-# Reading (docnum_reader)
+# Reports (docnum_reader; number_history also docnum_app)
 
-HISTORY = (
-    "SELECT a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value,"
-    " a.actor, a.session_user_name, pg_catalog.host(a.client_addr) AS client_addr, a.application_name,"
-    " a.old_value, a.new_value, a.metadata"
-    " FROM docnum.audit_log AS a WHERE a.document_number = %(document_number)s::text ORDER BY a.audit_id"
+# Columns of docnum.audit_log (and of docnum.audit_export, in its order) read back into models.AuditEntry;
+# the client address travels as text.
+_AUDIT_COLUMNS = (
+    "a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value, a.actor,"
+    " a.session_user_name, pg_catalog.host(a.client_addr) AS client_addr, a.application_name, a.old_value,"
+    " a.new_value, a.metadata"
 )
+
+#: The trail of a number and of the numbers linked to it by void-and-replace, oldest first.
+NUMBER_HISTORY = (
+    "SELECT " + _AUDIT_COLUMNS + " FROM docnum.number_history(document_number => %(document_number)s::text)"
+    " AS a ORDER BY a.audit_id"
+)
+
+#: Audit rows with occurred_at in [from_time, to_time), by audit_id; read through a server-side cursor.
+AUDIT_EXPORT = (
+    "SELECT " + _AUDIT_COLUMNS + " FROM docnum.audit_export("
+    "from_time => %(from_time)s::timestamptz, to_time => %(to_time)s::timestamptz,"
+    " document_type => %(document_type)s::text) AS a"
+)
+
+SEQUENCE_STATUS = (
+    "SELECT s.document_type, s.scope_value, s.period, s.current_value, s.max_value, s.utilisation_pct,"
+    " s.reserved, s.confirmed, s.cancelled, s.expired, s.voided, s.overridden, s.imported, s.last_used_at,"
+    " s.counter_id"
+    " FROM docnum.sequence_status AS s"
+    " WHERE %(document_type)s::text IS NULL OR s.document_type = %(document_type)s::text"
+    " ORDER BY s.document_type, s.scope_value, s.period"
+)
+
+GAPS = (
+    "SELECT g.document_type, g.scope_value, g.period, g.sequence_value, g.explained, g.source, g.reason,"
+    " g.actor, g.recorded_at"
+    " FROM docnum.gaps(document_type => %(document_type)s::text, scope => %(scope)s::text,"
+    " period => %(period)s::text) AS g"
+)
+
+CHECK_DUPLICATES = "SELECT d.document_number, d.occurrences, d.found_in FROM docnum.check_duplicates() AS d"
+
+#: Empty when healthy; rows come grouped by check, in the function's order.
+VALIDATE = "SELECT v.check_name, v.severity, v.detail FROM docnum.validate() AS v"
 
 SCHEMA_EXISTS = "SELECT pg_catalog.to_regnamespace('docnum') IS NOT NULL AS present"
 

@@ -174,7 +174,9 @@ def test_validate_and_check_duplicates_exit_codes(
 
     db.execute("CREATE TABLE public.letters (doc_no text)")
     db.execute("GRANT SELECT ON public.letters TO docnum_owner")
-    db.execute("SELECT docnum.register_document_table(table_name => 'public.letters', number_column => 'doc_no')")
+    db.execute(
+        "SELECT docnum.register_document_table(table_name => 'public.letters', number_column => 'doc_no')"
+    )
     db.execute("INSERT INTO public.letters VALUES (%s), (%s)", (number, number))
 
     duplicates = run(dsn, "check-duplicates", "--json")

@@ -111,7 +111,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_period     text := docnum._period(p_type.reset, p_date);
+    v_period     text := '';
     v_head       text := p_type.render_head;
     v_tail       text := p_type.render_tail;
     v_counter_id bigint;
@@ -123,6 +123,11 @@ BEGIN
     -- A number survives a crash once the caller has it, whatever the session's synchronous_commit.
     IF current_setting('synchronous_commit') = 'off' THEN
         PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+    -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
+    -- nothing to fill after {SEQ}).
+    IF p_type.reset <> 'NEVER' THEN
+        v_period := docnum._period(p_type.reset, p_date);
     END IF;
     IF strpos(v_head, '{') > 0 THEN
         v_head := docnum._fill(v_head, p_scope, p_date);

@@ -1,0 +1,2 @@
+-- Ceiling: one sequence increment (not gapless, not transactional).
+SELECT nextval('public.bench_seq');

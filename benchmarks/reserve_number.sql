@@ -1,0 +1,3 @@
+-- docnum.reserve_number on a PROJECT type: :keys scope values, one counter each.
+\set k random(1, :keys)
+SELECT docnum.reserve_number(document_type => 'BENCH', scope => 'P' || :k);

@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""docnum allocation benchmark: pgbench runs of docnum and of its baselines, side by side, in one run.
+
+    .venv/bin/python benchmarks/run.py                      # 3 runs x 5 s per cell, clients 1 8 32 64
+    .venv/bin/python benchmarks/run.py --quick              # smoke: 1 run x 2 s, clients 1 and 8
+    .venv/bin/python benchmarks/run.py --markdown benchmarks/RESULTS.md
+
+The server is $DOCNUM_DSN (a superuser connection) when set, else a throwaway embedded PostgreSQL 18 started
+in a temporary directory. Either way the benchmark works in a scratch database it creates, migrates with
+`docnum.schema.migrate` (or builds from --sql-dir) and drops at the end.
+
+Workloads (one pgbench script each, in benchmarks/*.sql):
+    nextval         SELECT nextval(): the ceiling, neither gapless nor audited
+    bare upsert     INSERT ... ON CONFLICT (k) DO UPDATE SET v = v + 1 RETURNING v (django-sequences)
+    next_number     docnum.next_number on a PROJECT type
+    reserve_number  docnum.reserve_number on the same type
+    floor writes    (--floor only) the three rows next_number writes, as one plain SQL statement; use it
+                    with --protocol prepared (the simple protocol plans that statement on every call)
+each counter workload on one hot key and on 1000 keys (1000 scope values, one counter each).
+
+Every cell is the median of --runs runs; runs alternate between workloads and client counts (so drift and
+autovacuum hit every cell alike), and each run starts right after a CHECKPOINT. Latency percentiles come from
+pgbench's per-transaction log. For docnum rows, "vs bare" is TPS divided by the bare upsert's TPS on the same
+key set and client count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from docnum import embedded, schema
+
+HERE = Path(__file__).resolve().parent
+HOT_KEYS = 1
+MANY_KEYS = 1000
+TYPE_CODE = "BENCH"
+TARGETS = (  # (workload, keys, clients, minimum ratio to the bare upsert)
+    ("next_number", HOT_KEYS, 8, 0.60),
+    ("next_number", MANY_KEYS, 32, 0.45),
+)
+SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str  # also the pgbench script: benchmarks/<name>.sql
+    label: str
+    keys: int | None  # None: the script takes no key
+    compared: bool = False  # reported with its ratio to the bare upsert
+
+
+WORKLOADS = (
+    Workload("nextval", "nextval()", None),
+    Workload("bare_upsert", "bare upsert", HOT_KEYS),
+    Workload("bare_upsert", "bare upsert", MANY_KEYS),
+    Workload("next_number", "next_number", HOT_KEYS, compared=True),
+    Workload("next_number", "next_number", MANY_KEYS, compared=True),
+    Workload("reserve_number", "reserve_number", HOT_KEYS, compared=True),
+    Workload("reserve_number", "reserve_number", MANY_KEYS, compared=True),
+)
+FLOOR_WORKLOADS = (
+    Workload("floor_writes", "floor writes", HOT_KEYS, compared=True),
+    Workload("floor_writes", "floor writes", MANY_KEYS, compared=True),
+)
+
+CellKey = tuple[str, int | None, int]
+
+
+@dataclass
+class Run:
+    tps: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class Cell:
+    workload: Workload
+    clients: int
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def tps(self) -> float:
+        return statistics.median(r.tps for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(r.p50_ms for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(r.p99_ms for r in self.runs)
+
+
+def keys_label(keys: int | None) -> str:
+    if keys is None:
+        return "-"
+    return "hot (1)" if keys == HOT_KEYS else f"{keys} keys"
+
+
+# --------------------------------------------------------------------------------------------------- server
+
+
+@contextmanager
+def server_dsn() -> Iterator[tuple[str, str]]:
+    """Yield (superuser DSN, description): $DOCNUM_DSN, else a throwaway embedded server."""
+    dsn = os.environ.get(embedded.DSN_ENV)
+    if dsn:
+        yield dsn, f"${embedded.DSN_ENV}"
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="docnum-bench-"))
+    server = embedded.start_embedded(tmp / "pgdata", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri()), "throwaway embedded PostgreSQL"
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def scratch_database(server: str) -> Iterator[str]:
+    """Create an empty database on the server, yield its DSN, drop it afterwards."""
+    name = f"docnum_bench_{uuid.uuid4().hex[:8]}"
+    ident = sql.Identifier(name)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
+    try:
+        yield make_conninfo(server, dbname=name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
+
+
+SETUP_SQL = f"""
+CREATE SEQUENCE public.bench_seq;
+CREATE TABLE public.bench_counter (k integer PRIMARY KEY, v bigint NOT NULL);
+INSERT INTO public.bench_counter (k, v) SELECT g, 0 FROM generate_series(1, {MANY_KEYS}) g;
+SELECT docnum.define_type(code => '{TYPE_CODE}', format => '{{SCOPE}}/{{TYPE}}/{{YYYY}}/{{SEQ:6}}',
+                          scope => 'PROJECT', max_value => 999999999999);
+-- Create every counter up front, as the bare upsert's rows are: first use is not what is measured.
+SELECT count(docnum.next_number(document_type => '{TYPE_CODE}', scope => 'P' || g))
+  FROM generate_series(1, {MANY_KEYS}) g;
+"""
+
+
+def prepare(dsn: str, sql_dir: Path | None) -> dict[str, str]:
+    """Install docnum in the scratch database (its migrations, or the SQL files of `sql_dir`), create the
+    benchmark objects; return the server's relevant settings."""
+    if sql_dir is None:
+        schema.migrate(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if sql_dir is not None:
+            schema.apply_sql_dir(conn, sql_dir)
+        with conn.transaction():
+            conn.execute(SETUP_SQL)
+        conn.execute("VACUUM ANALYZE")
+        rows = conn.execute(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)", (list(SETTINGS),)
+        ).fetchall()
+    found = {name: setting + (f" x {unit}" if unit else "") for name, setting, unit in rows}
+    return {name: found.get(name, "?") for name in SETTINGS}
+
+
+def checkpoint(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+# --------------------------------------------------------------------------------------------------- pgbench
+
+
+def pgbench_env_and_target(dsn: str) -> tuple[dict[str, str], str]:
+    """The environment and the connection argument for pgbench: the password travels in PGPASSWORD."""
+    params = conninfo_to_dict(dsn)
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return env, make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def percentile(sorted_values: list[int], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return float(sorted_values[rank - 1])
+
+
+def read_latencies(log_dir: Path, prefix: str) -> list[int]:
+    """Transaction times (microseconds) from the pgbench -l files <prefix>.<pid>[.<thread>]; removes them."""
+    values: list[int] = []
+    for path in log_dir.glob(f"{prefix}.*"):
+        with path.open() as lines:
+            for line in lines:
+                # client_id transaction_no time script_no time_epoch time_us [...]; time is "failed" or
+                # "skipped" for a transaction that did not complete.
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():
+                    values.append(int(fields[2]))
+        path.unlink()
+    values.sort()
+    return values
+
+
+TPS_RE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
+FAILED_RE = re.compile(r"^number of failed transactions: ([0-9]+)", re.MULTILINE)
+
+
+def run_pgbench(
+    bindir: Path, dsn: str, workload: Workload, clients: int, seconds: int, protocol: str, log_dir: Path
+) -> Run:
+    env, target = pgbench_env_and_target(dsn)
+    prefix = f"{workload.name}_{workload.keys}_{clients}_{time.monotonic_ns()}"
+    command = [
+        str(bindir / "pgbench"),
+        "--no-vacuum",
+        f"--protocol={protocol}",
+        f"--client={clients}",
+        f"--jobs={min(2, clients)}",
+        f"--time={seconds}",
+        f"--file={HERE / (workload.name + '.sql')}",
+        "--log",
+        f"--log-prefix={log_dir / prefix}",
+    ]
+    if workload.keys is not None:
+        command.append(f"--define=keys={workload.keys}")
+    command.append(target)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    tps = TPS_RE.search(result.stdout)
+    failed = FAILED_RE.search(result.stdout)
+    if result.returncode != 0 or tps is None or (failed and int(failed.group(1)) > 0):
+        raise RuntimeError(
+            f"pgbench {workload.name} keys={workload.keys} clients={clients} failed "
+            f"(exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+    latencies = read_latencies(log_dir, prefix)
+    return Run(
+        tps=float(tps.group(1)),
+        p50_ms=percentile(latencies, 0.50) / 1000,
+        p99_ms=percentile(latencies, 0.99) / 1000,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+HEADERS = ["workload", "keys", "clients", "TPS", "TPS range", "p50 ms", "p99 ms", "vs bare"]
+
+
+def ratio(cells: dict[CellKey, Cell], cell: Cell | None) -> float | None:
+    """TPS of a compared cell over the bare upsert's on the same keys and clients."""
+    if cell is None or not cell.runs or not cell.workload.compared:
+        return None
+    bare = cells.get(("bare_upsert", cell.workload.keys, cell.clients))
+    if bare is None or not bare.runs:
+        return None
+    return cell.tps / bare.tps
+
+
+def table_rows(cells: dict[CellKey, Cell], workloads: list[Workload], clients: list[int]) -> list[list[str]]:
+    rows = []
+    for workload in workloads:
+        for count in clients:
+            cell = cells[(workload.name, workload.keys, count)]
+            if not cell.runs:
+                continue
+            r = ratio(cells, cell)
+            tps = [run.tps for run in cell.runs]
+            rows.append(
+                [
+                    workload.label,
+                    keys_label(workload.keys),
+                    str(count),
+                    f"{cell.tps:,.0f}",
+                    f"{min(tps):,.0f}-{max(tps):,.0f}" if len(tps) > 1 else "",
+                    f"{cell.p50_ms:.2f}",
+                    f"{cell.p99_ms:.2f}",
+                    "" if r is None else f"{r:.2f}",
+                ]
+            )
+    return rows
+
+
+def target_lines(cells: dict[CellKey, Cell]) -> list[str]:
+    lines = []
+    for name, keys, clients, minimum in TARGETS:
+        what = f"{name} {keys_label(keys)} @ {clients} clients"
+        r = ratio(cells, cells.get((name, keys, clients)))
+        if r is None:
+            lines.append(f"target {what}: not measured in this run (target >= {minimum:.2f})")
+        else:
+            verdict = "met" if r >= minimum else "MISSED"
+            lines.append(f"target {what}: {r:.2f} of the bare upsert (target >= {minimum:.2f}) - {verdict}")
+    return lines
+
+
+def print_table(rows: list[list[str]], title: str) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # plain text
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+        print(title)
+        print("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)))
+        for row in rows:
+            cells = zip(row, widths, strict=True)
+            print("  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(cells)))
+        return
+    table = Table(title=title)
+    for i, header in enumerate(HEADERS):
+        table.add_column(header, justify="right" if i >= 2 else "left", no_wrap=True)
+    previous = None
+    for row in rows:
+        if previous is not None and row[0] != previous:
+            table.add_section()
+        table.add_row(*row)
+        previous = row[0]
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
+    console.print(table)
+
+
+def markdown(rows: list[list[str]], context: list[str], targets: list[str]) -> str:
+    out = ["# docnum allocation benchmark", ""]
+    out += [f"- {line}" for line in context]
+    out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    out += ["", *[f"- {line}" for line in targets], ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs per cell, the median is reported (default 3)"
+    )
+    parser.add_argument("--seconds", type=int, default=5, help="duration of each run (default 5)")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 8, 32, 64], help="client counts (default: 1 8 32 64)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 run of 2 s, clients 1 and 8")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only these workloads (nextval bare_upsert next_number reserve_number floor_writes); "
+        "the bare upsert is always kept when a ratio needs it",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the floor: the three writes of an allocation in plain SQL",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=["simple", "extended", "prepared"],
+        default="simple",
+        help="pgbench query protocol (default: simple)",
+    )
+    parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown")
+    parser.add_argument(
+        "--sql-dir",
+        type=Path,
+        metavar="DIR",
+        help="build docnum from this directory of SQL files instead of the migrations (to compare engines)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.seconds, args.clients = 1, 2, [1, 8]
+    if args.runs < 1 or args.seconds < 1 or min(args.clients) < 1:
+        parser.error("--runs, --seconds and --clients must be at least 1")
+    known = {w.name for w in WORKLOADS + FLOOR_WORKLOADS}
+    if args.only and not set(args.only) <= known:
+        parser.error(f"--only takes workload names among: {', '.join(sorted(known))}")
+    return args
+
+
+def select_workloads(args: argparse.Namespace) -> list[Workload]:
+    candidates = list(WORKLOADS) + (
+        list(FLOOR_WORKLOADS) if args.floor or "floor_writes" in (args.only or []) else []
+    )
+    if not args.only:
+        return candidates
+    wanted = set(args.only)
+    if any(w.compared and w.name in wanted for w in candidates):
+        wanted.add("bare_upsert")  # a ratio needs its baseline
+    return [w for w in candidates if w.name in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workloads = select_workloads(args)
+    bindir = embedded.pg_bindir()
+    cells = {(w.name, w.keys, c): Cell(w, c) for w in workloads for c in args.clients}
+    total = len(cells) * args.runs
+    print(
+        f"{len(cells)} cells x {args.runs} run(s) x {args.seconds} s: about "
+        f"{total * (args.seconds + 1.5) / 60 + 0.3:.1f} min",
+        file=sys.stderr,
+    )
+    started = time.monotonic()
+
+    with (
+        server_dsn() as (server, where),
+        scratch_database(server) as dsn,
+        tempfile.TemporaryDirectory(prefix="docnum-bench-log-") as log_dir,
+    ):
+        settings = prepare(dsn, args.sql_dir)
+        done = 0
+        for run in range(1, args.runs + 1):
+            for clients in args.clients:
+                for workload in workloads:
+                    checkpoint(dsn)
+                    result = run_pgbench(
+                        bindir, dsn, workload, clients, args.seconds, args.protocol, Path(log_dir)
+                    )
+                    cells[(workload.name, workload.keys, clients)].runs.append(result)
+                    done += 1
+                    print(
+                        f"[{done}/{total}] run {run} {workload.label} {keys_label(workload.keys)} "
+                        f"c={clients}: {result.tps:,.0f} tps, p50 {result.p50_ms:.2f} ms, "
+                        f"p99 {result.p99_ms:.2f} ms",
+                        file=sys.stderr,
+                    )
+
+    elapsed = time.monotonic() - started
+    engine = f"built from {args.sql_dir}" if args.sql_dir else "installed by its migrations"
+    context = [
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {where}, PostgreSQL {settings['server_version']}, "
+        f"{os.cpu_count()} CPUs, docnum {engine}",
+        f"fsync={settings['fsync']}, synchronous_commit={settings['synchronous_commit']}, "
+        f"full_page_writes={settings['full_page_writes']}, shared_buffers={settings['shared_buffers']}",
+        f"pgbench --protocol={args.protocol} --jobs=min(2, clients); {args.runs} run(s) x {args.seconds} s "
+        f"per cell, median (TPS range = min-max over runs), CHECKPOINT before each run; "
+        f"{elapsed / 60:.1f} min",
+        "docnum: a PROJECT type formatted {SCOPE}/{TYPE}/{YYYY}/{SEQ:6}; hot = one scope value, "
+        f"{MANY_KEYS} keys = {MANY_KEYS} scope values; vs bare = TPS / bare upsert TPS (same keys and "
+        "clients)",
+    ]
+    rows = table_rows(cells, workloads, args.clients)
+    targets = target_lines(cells)
+    print()
+    print_table(rows, "docnum allocation benchmark")
+    for line in [*context, "", *targets]:
+        print(line)
+    if args.markdown:
+        args.markdown.write_text(markdown(rows, context, targets), encoding="utf-8")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

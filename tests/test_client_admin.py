@@ -194,7 +194,7 @@ def test_check_duplicates_and_validate_see_registered_tables(db: psycopg.Connect
     assert isinstance(findings[0], Finding) and number in findings[0].detail
 
 
-def test_audit_export_streams_through_a_server_side_cursor(db: psycopg.Connection[Any]) -> None:
+def test_audit_export_streams_through_a_server_side_cursor(db: psycopg.Connection[Any], dsn: str) -> None:
     numbering = Numbering(db)
     numbering.define_type("COR", "{TYPE}-{SEQ:4}")
     numbering.define_type("BOQ", "{TYPE}-{SEQ:4}")
@@ -219,7 +219,7 @@ def test_audit_export_streams_through_a_server_side_cursor(db: psycopg.Connectio
     assert (during, db.info.transaction_status) == (TransactionStatus.INTRANS, TransactionStatus.IDLE)
 
     # In a caller's transaction, it joins it and leaves it open.
-    with psycopg.connect(db.info.dsn) as conn:
+    with psycopg.connect(dsn) as conn:
         conn.execute("SELECT 1")
         assert len(list(Numbering(conn).audit_export(start, end))) == len(everything)
         assert conn.info.transaction_status == TransactionStatus.INTRANS

@@ -40,15 +40,17 @@ COMMENT ON TABLE docnum.document_type IS 'One numbering configuration per docume
 -- Every allocation updates a counter row and inserts a ledger row and an audit row. PostgreSQL re-reads and
 -- re-plans a table's CHECK expressions in every statement that writes it (written out, the ledger's eleven
 -- rules were a quarter of an allocation's instructions), while a PL/pgSQL function is compiled once per
--- session. So the row rules of counter and ledger each live in one IMMUTABLE function, called by one CHECK
--- constraint with the whole row: the same rules, and a write that breaks one fails with <table>_row_check.
+-- session. So the ledger's row rules live in one IMMUTABLE function, called by one CHECK constraint with the
+-- whole row: a write that breaks one fails with ledger_row_check. A counter's identity is checked once, by a
+-- trigger, when the counter is created, and can never change afterwards; the only CHECK its allocations pay
+-- for is on the value they change.
 
 CREATE TABLE docnum.counter (
     counter_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     document_type text NOT NULL REFERENCES docnum.document_type (code),
     scope_value   text NOT NULL DEFAULT '',
     period        text NOT NULL DEFAULT '',
-    current_value bigint NOT NULL DEFAULT 0,
+    current_value bigint NOT NULL DEFAULT 0 CONSTRAINT counter_current_value_check CHECK (current_value >= 0),
     last_used_at  timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT counter_key UNIQUE (document_type, scope_value, period),
@@ -60,20 +62,39 @@ CREATE TABLE docnum.counter (
 WITH (fillfactor = 50);
 COMMENT ON TABLE docnum.counter IS 'One counter per (document type, scope value, period)';
 
--- The rules of a counter row.
-CREATE FUNCTION docnum._counter_row_is_valid(p_row docnum.counter) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE
+-- A counter's identity (id, type, scope value, period) is valid when the counter is created and never changes:
+-- its numbers were rendered from it. A trigger rather than a CHECK, because an UPDATE OF trigger does not fire
+-- for the allocations' UPDATE, which sets current_value only. Raises what a CHECK would on a bad new row.
+CREATE FUNCTION docnum._counter_identity_check() RETURNS trigger
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN p_row.current_value >= 0
-       -- advisory locks use the two-int4 key form (class, counter_id): ids must fit in int4
-       AND p_row.counter_id BETWEEN 1 AND 2147483647
-       AND p_row.period ~ '^([0-9]{4}(-(0[1-9]|1[0-2]))?)?$';
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.counter_id <> OLD.counter_id OR NEW.document_type <> OLD.document_type
+           OR NEW.scope_value <> OLD.scope_value OR NEW.period <> OLD.period THEN
+            RAISE EXCEPTION 'the identity of a counter cannot change'
+                USING ERRCODE = 'NB009',
+                      DETAIL = pg_catalog.format('Counter %s keeps its type %s, scope value %L and period %L.',
+                                                 OLD.counter_id, OLD.document_type, OLD.scope_value, OLD.period),
+                      HINT = 'Its numbers were rendered from them; use docnum.set_counter() to move its value.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    -- Advisory locks use the two-int4 key form (class, counter_id), so ids must fit in int4; a period is '' (no
+    -- reset), YYYY or YYYY-MM.
+    IF NEW.counter_id NOT BETWEEN 1 AND 2147483647 OR NEW.period !~ '^([0-9]{4}(-(0[1-9]|1[0-2]))?)?$' THEN
+        RAISE EXCEPTION 'new row for relation "counter" violates check constraint "%"', TG_NAME
+            USING ERRCODE = 'check_violation', SCHEMA = 'docnum', TABLE = 'counter', CONSTRAINT = TG_NAME,
+                  DETAIL = pg_catalog.format('counter_id %s must lie in 1..2147483647 and period %L be empty, '
+                                             'YYYY or YYYY-MM.', NEW.counter_id, NEW.period);
+    END IF;
+    RETURN NEW;
 END
 $$;
 
-ALTER TABLE docnum.counter ADD CONSTRAINT counter_row_check CHECK (docnum._counter_row_is_valid(counter));
+CREATE TRIGGER counter_identity_check BEFORE INSERT OR UPDATE OF counter_id, document_type, scope_value, period
+    ON docnum.counter FOR EACH ROW EXECUTE FUNCTION docnum._counter_identity_check();
 
 CREATE TABLE docnum.ledger (
     number_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

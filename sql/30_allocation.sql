@@ -101,6 +101,48 @@ BEGIN
 END
 $$;
 
+-- Finds or creates the counter of (type, scope, period) and takes its transaction-scoped lock, honouring the
+-- type's lock_timeout unless the session's own limit is shorter (NB003 when it runs out). Two sessions creating
+-- the same counter race safely: the loser waits for the winner and then reads its row. Returns the locked
+-- counter row, read again under the lock.
+CREATE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
+RETURNS docnum.counter
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_counter docnum.counter;
+    v_session_lock_timeout text := current_setting('lock_timeout');
+    v_limit text := v_session_lock_timeout;
+BEGIN
+    IF p_type.lock_timeout IS NOT NULL
+       AND (v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval) THEN
+        v_limit := p_type.lock_timeout::text;
+        PERFORM set_config('lock_timeout', (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+    END IF;
+    BEGIN
+        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+        VALUES (p_type.code, p_scope, p_period)
+        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+        SELECT c.* INTO STRICT v_counter
+          FROM docnum.counter c
+         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
+        PERFORM pg_advisory_xact_lock(1685021550, v_counter.counter_id::integer);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+            USING ERRCODE = 'NB003',
+                  DETAIL = pg_catalog.format('Counter (%s, %L, %L) is held by another transaction for longer than '
+                                             'the lock timeout (%s).', p_type.code, p_scope, p_period, v_limit),
+                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                         '(pg_locks, locktype advisory).';
+    END;
+    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+    -- Re-read under the lock: the value may have moved while we waited.
+    SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter.counter_id;
+    RETURN v_counter;
+END
+$$;
+
 -- Issues the next free value of one counter as a ledger row and audits it. The caller has validated
 -- everything. Values that already have a ledger row, or whose text is taken, are skipped, never reused.
 CREATE FUNCTION docnum._issue(p_type docnum.document_type, p_scope text, p_date date, p_state text,
@@ -118,7 +160,6 @@ DECLARE
     v_locked     boolean := false;
     v_value      bigint;
     v_number     text;
-    v_session_lock_timeout text;
 BEGIN
     -- A number survives a crash once the caller has it, whatever the session's synchronous_commit.
     IF current_setting('synchronous_commit') = 'off' THEN
@@ -145,45 +186,8 @@ BEGIN
     END IF;
 
     IF NOT v_locked THEN
-        -- Wait for the counter (creating it on first use) under the type's lock_timeout, unless the session's
-        -- own limit is shorter.
-        IF p_type.lock_timeout IS NOT NULL THEN
-            v_session_lock_timeout := current_setting('lock_timeout');
-            IF v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval THEN
-                PERFORM set_config('lock_timeout',
-                                   (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
-            ELSE
-                v_session_lock_timeout := NULL;
-            END IF;
-        END IF;
-        BEGIN
-            IF v_counter_id IS NULL THEN
-                -- First use of this counter: two sessions may race here; the loser waits for the winner and
-                -- then reads its row, so nobody sees a unique violation.
-                INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-                VALUES (p_type.code, p_scope, v_period)
-                ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
-                RETURNING c.counter_id INTO v_counter_id;
-                IF v_counter_id IS NULL THEN
-                    SELECT c.counter_id INTO STRICT v_counter_id
-                      FROM docnum.counter c
-                     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
-                END IF;
-            END IF;
-            PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
-                USING ERRCODE = 'NB003',
-                      DETAIL = pg_catalog.format('Counter %s/%s/%s is held by another transaction for longer '
-                                                 'than the lock timeout (%s).', p_type.code, p_scope, v_period,
-                                                 coalesce(p_type.lock_timeout::text,
-                                                          current_setting('lock_timeout'))),
-                      HINT = 'Retry; if it persists, look for a long transaction holding the counter '
-                             '(pg_locks, locktype advisory).';
-        END;
-        IF v_session_lock_timeout IS NOT NULL THEN
-            PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
-        END IF;
+        -- The counter is missing or busy: create it, or wait for it.
+        v_counter_id := (docnum._lock_counter(p_type, p_scope, v_period)).counter_id;
     END IF;
 
     -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.

@@ -26,44 +26,6 @@ CREATE TABLE docnum.document_table (
 );
 COMMENT ON TABLE docnum.document_table IS 'Application tables whose document numbers check_duplicates() inspects';
 
--- Finds or creates the counter of (type, scope, period) and takes its transaction-scoped lock, honouring the
--- type's lock_timeout (NB003 when it runs out). Returns the locked counter row.
-CREATE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
-RETURNS docnum.counter
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_counter docnum.counter;
-    v_session_lock_timeout text := current_setting('lock_timeout');
-BEGIN
-    IF p_type.lock_timeout IS NOT NULL
-       AND (v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval) THEN
-        PERFORM set_config('lock_timeout', (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
-    END IF;
-    BEGIN
-        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-        VALUES (p_type.code, p_scope, p_period)
-        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
-        SELECT c.* INTO STRICT v_counter
-          FROM docnum.counter c
-         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
-        PERFORM pg_advisory_xact_lock(1685021550, v_counter.counter_id::integer);
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
-            USING ERRCODE = 'NB003',
-                  DETAIL = pg_catalog.format('Counter (%s, %L, %L) is held by another transaction for longer than '
-                                             'the lock timeout.', p_type.code, p_scope, p_period),
-                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
-                         '(pg_locks, locktype advisory).';
-    END;
-    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
-    -- Re-read under the lock: the value may have moved while we waited.
-    SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter.counter_id;
-    RETURN v_counter;
-END
-$$;
-
 -- Loads a type for an administrative operation (NB001 when unknown) after checking the common arguments.
 CREATE FUNCTION docnum._admin_type(p_code text, p_actor text, p_reason text, p_reason_required boolean)
 RETURNS docnum.document_type

@@ -117,16 +117,19 @@ def snapshot(db: Conn, table: str) -> list[tuple[Any, ...]]:
     query = {
         "audit_log": "SELECT * FROM docnum.audit_log ORDER BY audit_id",
         "ledger": "SELECT * FROM docnum.ledger ORDER BY number_id",
+        "counter": "SELECT * FROM docnum.counter ORDER BY counter_id",
     }[table]
     return db.execute(query).fetchall()
 
 
-def assert_refused(db: Conn, statement: str, table: str) -> None:
+def assert_refused(db: Conn, statement: str, table: str, sqlstate: str | None = None) -> None:
     """`statement` must fail (for a real reason, not a typo) and leave `table` exactly as it was."""
     before = snapshot(db, table)
     error = error_of(lambda: db.execute(statement))
     assert error.sqlstate is not None
     assert not error.sqlstate.startswith("42"), f"statement did not run: {error}"
+    if sqlstate is not None:
+        assert error.sqlstate == sqlstate, str(error)
     assert snapshot(db, table) == before
 
 
@@ -151,6 +154,23 @@ LEDGER_ILLEGAL_CHANGES = [
     "UPDATE docnum.ledger SET sequence_value = 42 WHERE sequence_value = 3",
 ]
 
+# What a counter is (type, scope value, period, id) never changes once numbers were rendered from it, and a
+# new counter must be one the engine could have made.
+COUNTER_ILLEGAL_CHANGES = [
+    ("UPDATE docnum.counter SET period = '2031'", "NB009"),
+    ("UPDATE docnum.counter SET scope_value = 'PRJ-7'", "NB009"),
+    ("UPDATE docnum.counter SET current_value = -1", "23514"),
+    (
+        "INSERT INTO docnum.counter (document_type, scope_value, period) VALUES ('COR', 'X', '2025-13')",
+        "23514",
+    ),
+    (
+        "INSERT INTO docnum.counter (counter_id, document_type, scope_value) OVERRIDING SYSTEM VALUE"
+        " VALUES (2147483648, 'COR', 'X')",
+        "23514",
+    ),
+]
+
 
 def test_audit_log_cannot_be_changed_even_by_a_superuser(history: Conn, subtests: pytest.Subtests) -> None:
     assert history.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
@@ -169,3 +189,18 @@ def test_ledger_rejects_illegal_changes_even_by_a_superuser(history: Conn, subte
     for statement in LEDGER_ILLEGAL_CHANGES:
         with subtests.test(msg=statement):
             assert_refused(history, statement, "ledger")
+
+
+def test_counters_reject_illegal_changes_even_by_a_superuser(
+    history: Conn, subtests: pytest.Subtests
+) -> None:
+    for statement, sqlstate in COUNTER_ILLEGAL_CHANGES:
+        with subtests.test(msg=statement):
+            assert_refused(history, statement, "counter", sqlstate)
+
+
+def test_a_counter_changes_only_its_value(history: Conn) -> None:
+    # Setting an identity column to the value it has is no change; the allocations' own UPDATE is allowed.
+    history.execute("UPDATE docnum.counter SET period = period, scope_value = scope_value")
+    history.execute("UPDATE docnum.counter SET current_value = current_value + 1, last_used_at = now()")
+    assert next_number(history, "COR") == "COR-00005"

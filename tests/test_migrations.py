@@ -88,8 +88,8 @@ def test_migrations_match_sql_dir(server_info: ServerInfo, pg_bindir: Path) -> N
             dump_schema(server_info, from_alembic, pg_bindir),
             "sql/*.sql",
             "alembic upgrade head",
-            hint="sql/ changed without a migration: add a revision that brings the released schema to sql/ "
-            "(or, before 0001 is released, rerun scripts/freeze_sql.py migrations/versions/0001_core.sql).",
+            hint="sql/ changed without a migration: add a revision whose frozen SQL brings the released "
+            "schema to sql/ (released revisions never change).",
         )
 
 
@@ -108,6 +108,21 @@ def test_downgrade_then_upgrade_restores_schema(server_info: ServerInfo, pg_bind
         assert_same_schema(
             before, dump_schema(server_info, name, pg_bindir), "first upgrade", "downgrade+upgrade"
         )
+
+
+def test_downgrade_to_the_first_release_restores_its_schema(server_info: ServerInfo, pg_bindir: Path) -> None:
+    name = _dbname("steps")
+    with server_info.scratch_database(name) as dsn:
+        schema.migrate(dsn, "0001")
+        released = dump_schema(server_info, name, pg_bindir)
+        schema.migrate(dsn, "head")
+        assert _alembic_revisions(server_info, name) != ["0001"]
+
+        schema.downgrade(dsn, "0001")
+
+        assert _alembic_revisions(server_info, name) == ["0001"]
+        after = dump_schema(server_info, name, pg_bindir)
+        assert_same_schema(released, after, "upgrade 0001", "head, then down to 0001")
 
 
 def test_downgrade_base_removes_schema(server_info: ServerInfo) -> None:

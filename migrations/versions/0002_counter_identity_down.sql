@@ -1,0 +1,191 @@
+-- Revision 0002 undone, frozen: the counter rules and functions exactly as revision 0001 made them.
+
+SET LOCAL ROLE docnum_owner;
+
+DROP TRIGGER counter_identity_check ON docnum.counter;
+DROP FUNCTION docnum._counter_identity_check();
+ALTER TABLE docnum.counter DROP CONSTRAINT counter_current_value_check;
+
+-- The rules of a counter row.
+CREATE FUNCTION docnum._counter_row_is_valid(p_row docnum.counter) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN p_row.current_value >= 0
+       -- advisory locks use the two-int4 key form (class, counter_id): ids must fit in int4
+       AND p_row.counter_id BETWEEN 1 AND 2147483647
+       AND p_row.period ~ '^([0-9]{4}(-(0[1-9]|1[0-2]))?)?$';
+END
+$$;
+
+ALTER TABLE docnum.counter ADD CONSTRAINT counter_row_check CHECK (docnum._counter_row_is_valid(counter));
+REVOKE ALL ON FUNCTION docnum._counter_row_is_valid(docnum.counter) FROM PUBLIC;
+
+-- Finds or creates the counter of (type, scope, period) and takes its transaction-scoped lock, honouring the
+-- type's lock_timeout (NB003 when it runs out). Returns the locked counter row.
+CREATE OR REPLACE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
+RETURNS docnum.counter
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_counter docnum.counter;
+    v_session_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF p_type.lock_timeout IS NOT NULL
+       AND (v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval) THEN
+        PERFORM set_config('lock_timeout', (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+    END IF;
+    BEGIN
+        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+        VALUES (p_type.code, p_scope, p_period)
+        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
+        SELECT c.* INTO STRICT v_counter
+          FROM docnum.counter c
+         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
+        PERFORM pg_advisory_xact_lock(1685021550, v_counter.counter_id::integer);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+            USING ERRCODE = 'NB003',
+                  DETAIL = pg_catalog.format('Counter (%s, %L, %L) is held by another transaction for longer than '
+                                             'the lock timeout.', p_type.code, p_scope, p_period),
+                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                         '(pg_locks, locktype advisory).';
+    END;
+    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+    -- Re-read under the lock: the value may have moved while we waited.
+    SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter.counter_id;
+    RETURN v_counter;
+END
+$$;
+
+-- Issues the next free value of one counter as a ledger row and audits it. The caller has validated
+-- everything. Values that already have a ledger row, or whose text is taken, are skipped, never reused.
+CREATE OR REPLACE FUNCTION docnum._issue(p_type docnum.document_type, p_scope text, p_date date, p_state text,
+                              p_token uuid, p_expires_at timestamptz, p_actor text, p_document_ref text,
+                              p_metadata jsonb, p_operation text)
+RETURNS docnum.reservation
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_period     text := '';
+    v_head       text := p_type.render_head;
+    v_tail       text := p_type.render_tail;
+    v_counter_id bigint;
+    v_locked     boolean := false;
+    v_value      bigint;
+    v_number     text;
+    v_session_lock_timeout text;
+BEGIN
+    -- A number survives a crash once the caller has it, whatever the session's synchronous_commit.
+    IF current_setting('synchronous_commit') = 'off' THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+    -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
+    -- nothing to fill after {SEQ}).
+    IF p_type.reset <> 'NEVER' THEN
+        v_period := docnum._period(p_type.reset, p_date);
+    END IF;
+    IF strpos(v_head, '{') > 0 THEN
+        v_head := docnum._fill(v_head, p_scope, p_date);
+    END IF;
+    IF strpos(v_tail, '{') > 0 THEN
+        v_tail := docnum._fill(v_tail, p_scope, p_date);
+    END IF;
+
+    -- Fast path: the counter exists and no other transaction holds it.
+    SELECT c.counter_id INTO v_counter_id
+      FROM docnum.counter c
+     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+    IF v_counter_id IS NOT NULL THEN
+        v_locked := pg_try_advisory_xact_lock(1685021550, v_counter_id::integer);
+    END IF;
+
+    IF NOT v_locked THEN
+        -- Wait for the counter (creating it on first use) under the type's lock_timeout, unless the session's
+        -- own limit is shorter.
+        IF p_type.lock_timeout IS NOT NULL THEN
+            v_session_lock_timeout := current_setting('lock_timeout');
+            IF v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval THEN
+                PERFORM set_config('lock_timeout',
+                                   (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+            ELSE
+                v_session_lock_timeout := NULL;
+            END IF;
+        END IF;
+        BEGIN
+            IF v_counter_id IS NULL THEN
+                -- First use of this counter: two sessions may race here; the loser waits for the winner and
+                -- then reads its row, so nobody sees a unique violation.
+                INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+                VALUES (p_type.code, p_scope, v_period)
+                ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
+                RETURNING c.counter_id INTO v_counter_id;
+                IF v_counter_id IS NULL THEN
+                    SELECT c.counter_id INTO STRICT v_counter_id
+                      FROM docnum.counter c
+                     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
+                END IF;
+            END IF;
+            PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
+                USING ERRCODE = 'NB003',
+                      DETAIL = pg_catalog.format('Counter %s/%s/%s is held by another transaction for longer '
+                                                 'than the lock timeout (%s).', p_type.code, p_scope, v_period,
+                                                 coalesce(p_type.lock_timeout::text,
+                                                          current_setting('lock_timeout'))),
+                      HINT = 'Retry; if it persists, look for a long transaction holding the counter '
+                             '(pg_locks, locktype advisory).';
+        END;
+        IF v_session_lock_timeout IS NOT NULL THEN
+            PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+        END IF;
+    END IF;
+
+    -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.
+    LOOP
+        UPDATE docnum.counter c
+           SET current_value = c.current_value + 1, last_used_at = now()
+         WHERE c.counter_id = v_counter_id
+        RETURNING c.current_value INTO v_value;
+        IF v_value > p_type.max_value THEN
+            RAISE EXCEPTION 'sequence exhausted for %', p_type.code
+                USING ERRCODE = 'NB002',
+                      DETAIL = pg_catalog.format('Counter %s/%s/%s has reached max_value %s.', p_type.code,
+                                                 p_scope, v_period, p_type.max_value),
+                      HINT = pg_catalog.format('Raise it: SELECT docnum.alter_type(document_type => %L, '
+                                               'max_value => ...).', p_type.code);
+        END IF;
+        INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, token,
+                                        actor, document_ref, metadata, expires_at, confirmed_at)
+        VALUES (p_type.code, v_counter_id, v_value,
+                v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail, p_state, p_token,
+                p_actor, p_document_ref, p_metadata, p_expires_at,
+                CASE WHEN p_state = 'confirmed' THEN now() END)
+        ON CONFLICT DO NOTHING
+        RETURNING l.document_number INTO v_number;
+        EXIT WHEN v_number IS NOT NULL;
+    END LOOP;
+
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,
+                                  metadata)
+    VALUES (p_operation, p_type.code, v_number, nullif(p_scope, ''), p_actor,
+            jsonb_build_object('state', p_state, 'sequence_value', v_value, 'period', v_period,
+                               'document_ref', p_document_ref, 'expires_at', p_expires_at),
+            p_metadata);
+
+    IF v_value > p_type.max_value * 0.9 THEN
+        RAISE WARNING 'docnum: % counter % is % used (% of %)', p_type.code,
+                pg_catalog.format('(scope %L, period %L)', p_scope, v_period),
+                round(v_value * 100.0 / p_type.max_value, 1) || '%', v_value, p_type.max_value
+            USING HINT = pg_catalog.format('Plan to raise max_value with docnum.alter_type(%L, max_value => ...).',
+                                           p_type.code);
+    END IF;
+    RETURN ROW(p_token, v_number, v_value, p_expires_at)::docnum.reservation;
+END
+$$;
+
+RESET ROLE;

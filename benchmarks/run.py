@@ -16,6 +16,10 @@ Workloads (one pgbench script each, in benchmarks/*.sql):
     reserve_number  docnum.reserve_number on the same type
     floor writes    (--floor only) the three rows next_number writes, as one plain SQL statement; use it
                     with --protocol prepared (the simple protocol plans that statement on every call)
+    next_number, unconstrained
+                    (--unconstrained only) next_number in a second database where unconstrained.sql removed
+                    every constraint, trigger and secondary index that is not a uniqueness guarantee: a
+                    what-if, not docnum
 each counter workload on one hot key and on 1000 keys (1000 scope values, one counter each).
 
 Every cell is the median of --runs runs; runs alternate between workloads and client counts (so drift and
@@ -37,7 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,10 +65,16 @@ SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes",
 
 @dataclass(frozen=True)
 class Workload:
-    name: str  # also the pgbench script: benchmarks/<name>.sql
+    name: str
     label: str
     keys: int | None  # None: the script takes no key
     compared: bool = False  # reported with its ratio to the bare upsert
+    script: str = ""  # benchmarks/<script>.sql; default: the name
+    database: str = "main"  # "unconstrained": the what-if database
+
+    @property
+    def script_file(self) -> Path:
+        return HERE / f"{self.script or self.name}.sql"
 
 
 WORKLOADS = (
@@ -79,6 +89,10 @@ WORKLOADS = (
 FLOOR_WORKLOADS = (
     Workload("floor_writes", "floor writes", HOT_KEYS, compared=True),
     Workload("floor_writes", "floor writes", MANY_KEYS, compared=True),
+)
+UNCONSTRAINED_WORKLOADS = tuple(
+    Workload("next_unconstrained", "next_number, unconstrained", keys, True, "next_number", "unconstrained")
+    for keys in (HOT_KEYS, MANY_KEYS)
 )
 
 CellKey = tuple[str, int | None, int]
@@ -238,7 +252,7 @@ def run_pgbench(
         f"--client={clients}",
         f"--jobs={min(2, clients)}",
         f"--time={seconds}",
-        f"--file={HERE / (workload.name + '.sql')}",
+        f"--file={workload.script_file}",
         "--log",
         f"--log-prefix={log_dir / prefix}",
     ]
@@ -368,13 +382,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         nargs="+",
         metavar="NAME",
-        help="run only these workloads (nextval bare_upsert next_number reserve_number floor_writes); "
+        help="run only these workloads (nextval bare_upsert next_number reserve_number floor_writes "
+        "next_unconstrained); "
         "the bare upsert is always kept when a ratio needs it",
     )
     parser.add_argument(
         "--floor",
         action="store_true",
         help="also run the floor: the three writes of an allocation in plain SQL",
+    )
+    parser.add_argument(
+        "--unconstrained",
+        action="store_true",
+        help="also run next_number without the constraints that are not uniqueness guarantees (a what-if)",
     )
     parser.add_argument(
         "--protocol",
@@ -394,16 +414,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.runs, args.seconds, args.clients = 1, 2, [1, 8]
     if args.runs < 1 or args.seconds < 1 or min(args.clients) < 1:
         parser.error("--runs, --seconds and --clients must be at least 1")
-    known = {w.name for w in WORKLOADS + FLOOR_WORKLOADS}
+    known = {w.name for w in WORKLOADS + FLOOR_WORKLOADS + UNCONSTRAINED_WORKLOADS}
     if args.only and not set(args.only) <= known:
         parser.error(f"--only takes workload names among: {', '.join(sorted(known))}")
     return args
 
 
 def select_workloads(args: argparse.Namespace) -> list[Workload]:
-    candidates = list(WORKLOADS) + (
-        list(FLOOR_WORKLOADS) if args.floor or "floor_writes" in (args.only or []) else []
-    )
+    only = args.only or []
+    candidates = list(WORKLOADS)
+    if args.floor or "floor_writes" in only:
+        candidates += FLOOR_WORKLOADS
+    if args.unconstrained or "next_unconstrained" in only:
+        candidates += UNCONSTRAINED_WORKLOADS
     if not args.only:
         return candidates
     wanted = set(args.only)
@@ -425,19 +448,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
 
-    with (
-        server_dsn() as (server, where),
-        scratch_database(server) as dsn,
-        tempfile.TemporaryDirectory(prefix="docnum-bench-log-") as log_dir,
-    ):
+    with ExitStack() as stack:
+        server, where = stack.enter_context(server_dsn())
+        dsn = stack.enter_context(scratch_database(server))
+        log_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="docnum-bench-log-"))
         settings = prepare(dsn, args.sql_dir)
+        dsns = {"main": dsn}
+        if any(w.database == "unconstrained" for w in workloads):
+            dsns["unconstrained"] = stack.enter_context(scratch_database(server))
+            prepare(dsns["unconstrained"], args.sql_dir)
+            with psycopg.connect(dsns["unconstrained"], autocommit=True) as conn:
+                conn.execute((HERE / "unconstrained.sql").read_bytes())
         done = 0
         for run in range(1, args.runs + 1):
             for clients in args.clients:
                 for workload in workloads:
                     checkpoint(dsn)
                     result = run_pgbench(
-                        bindir, dsn, workload, clients, args.seconds, args.protocol, Path(log_dir)
+                        bindir,
+                        dsns[workload.database],
+                        workload,
+                        clients,
+                        args.seconds,
+                        args.protocol,
+                        Path(log_dir),
                     )
                     cells[(workload.name, workload.keys, clients)].runs.append(result)
                     done += 1

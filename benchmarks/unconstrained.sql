@@ -1,0 +1,14 @@
+-- Not docnum: a what-if for `run.py --unconstrained`, applied to a second scratch database. It removes every
+-- constraint, trigger and secondary index that an allocation pays for and that is not a uniqueness guarantee
+-- (the two unique keys on numbers stay, and so do the triggers that do not fire on INSERT): what next_number
+-- would reach if its tables trusted the engine's code instead of enforcing the invariants themselves.
+ALTER TABLE docnum.ledger
+    DROP CONSTRAINT ledger_counter_fkey,
+    DROP CONSTRAINT ledger_replaces_number_id_fkey,
+    DROP CONSTRAINT ledger_replaced_by_number_id_fkey,
+    DROP CONSTRAINT ledger_row_check;
+DROP TRIGGER ledger_document_type_fkey ON docnum.ledger;
+DROP INDEX docnum.ledger_reserved_expiry_idx;
+ALTER TABLE docnum.counter DROP CONSTRAINT counter_current_value_check;
+ALTER TABLE docnum.audit_log DROP CONSTRAINT audit_log_operation_check;
+DROP INDEX docnum.audit_log_number_idx, docnum.audit_log_time_idx;

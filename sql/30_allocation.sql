@@ -157,7 +157,6 @@ DECLARE
     v_head       text := p_type.render_head;
     v_tail       text := p_type.render_tail;
     v_counter_id bigint;
-    v_locked     boolean := false;
     v_value      bigint;
     v_number     text;
 BEGIN
@@ -177,25 +176,28 @@ BEGIN
         v_tail := docnum._fill(v_tail, p_scope, p_date);
     END IF;
 
-    -- Fast path: the counter exists and no other transaction holds it.
-    SELECT c.counter_id INTO v_counter_id
-      FROM docnum.counter c
-     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period;
-    IF v_counter_id IS NOT NULL THEN
-        v_locked := pg_try_advisory_xact_lock(1685021550, v_counter_id::integer);
-    END IF;
-
-    IF NOT v_locked THEN
+    -- Fast path: the counter exists and no other transaction holds it. One statement finds it, takes its lock
+    -- and advances it. The CASE makes sure the try-lock runs only on the row that matches the key, whatever
+    -- order the plan evaluates the conditions in: no other counter's lock is ever taken.
+    UPDATE docnum.counter c
+       SET current_value = c.current_value + 1, last_used_at = now()
+     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
+       AND CASE WHEN c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
+                THEN pg_try_advisory_xact_lock(1685021550, c.counter_id::integer) END
+    RETURNING c.counter_id, c.current_value INTO v_counter_id, v_value;
+    IF v_counter_id IS NULL THEN
         -- The counter is missing or busy: create it, or wait for it.
         v_counter_id := (docnum._lock_counter(p_type, p_scope, v_period)).counter_id;
     END IF;
 
     -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.
     LOOP
-        UPDATE docnum.counter c
-           SET current_value = c.current_value + 1, last_used_at = now()
-         WHERE c.counter_id = v_counter_id
-        RETURNING c.current_value INTO v_value;
+        IF v_value IS NULL THEN
+            UPDATE docnum.counter c
+               SET current_value = c.current_value + 1, last_used_at = now()
+             WHERE c.counter_id = v_counter_id
+            RETURNING c.current_value INTO v_value;
+        END IF;
         IF v_value > p_type.max_value THEN
             RAISE EXCEPTION 'sequence exhausted for %', p_type.code
                 USING ERRCODE = 'NB002',
@@ -213,6 +215,7 @@ BEGIN
         ON CONFLICT DO NOTHING
         RETURNING l.document_number INTO v_number;
         EXIT WHEN v_number IS NOT NULL;
+        v_value := NULL;
     END LOOP;
 
     INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,

@@ -165,8 +165,23 @@ def test_a_different_counter_is_not_blocked(
     pids = (holder.info.backend_pid, other_session.info.backend_pid)
     blocked = db.execute("SELECT pg_blocking_pids(%s), pg_blocking_pids(%s)", pids).fetchone()
     assert blocked == ([], [])
+    # Each session holds the locks of exactly the counters it allocated from, and of no other counter.
+    assert counters_locked_by(db, holder) == {("RFA", "P-1", ""), ("BOQ", "", "2025-12")}
+    other_period = "2026-01" if other == "BOQ" else ""
+    assert counters_locked_by(db, other_session) == {(other, arguments.get("scope", ""), other_period)}
     other_session.commit()
     holder.commit()
+
+
+def counters_locked_by(db: Conn, session: Conn) -> set[tuple[str, str, str]]:
+    """The (type, scope value, period) of every counter whose advisory lock `session` holds."""
+    rows = db.execute(
+        "SELECT c.document_type, c.scope_value, c.period FROM pg_locks l"
+        " JOIN docnum.counter c ON c.counter_id = l.objid::bigint"
+        " WHERE l.locktype = 'advisory' AND l.classid = 1685021550 AND l.objsubid = 2 AND l.pid = %s",
+        (session.info.backend_pid,),
+    ).fetchall()
+    return set(rows)
 
 
 # --- Lock timeouts ------------------------------------------------------------------------------------------

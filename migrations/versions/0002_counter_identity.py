@@ -1,4 +1,4 @@
-"""counter identity checked once by a trigger; _issue waits for a counter through _lock_counter
+"""counter identity checked once by a trigger; _issue locks an idle counter in its own UPDATE
 
 Revision ID: 0002
 Revises: 0001

@@ -9,6 +9,16 @@ CREATE TYPE docnum.reservation AS (
     expires_at      timestamptz
 );
 
+-- The to_char() pattern that renders the date tokens of a compiled head or tail in one call: literal text in
+-- double quotes (its backslashes and double quotes escaped), {YYYY} {YY} {MM} {DD} as to_char's own fields, and
+-- {SCOPE} kept as literal text for the caller to replace afterwards. Allocation renders with it; docnum._fill()
+-- renders the same text token by token (a test holds the two to each other).
+CREATE FUNCTION docnum._to_char_pattern(p_render text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN '"' || replace(replace(replace(replace(replace(replace(p_render, '\', '\\'), '"', '\"'),
+                                              '{YYYY}', '"YYYY"'), '{YY}', '"YY"'), '{MM}', '"MM"'),
+                      '{DD}', '"DD"') || '"';
+
 CREATE TABLE docnum.document_type (
     code                  text PRIMARY KEY
                           CONSTRAINT document_type_code_check CHECK (code ~ '^[A-Z][A-Z0-9_]{0,29}$'),
@@ -30,6 +40,9 @@ CREATE TABLE docnum.document_type (
     seq_width             integer NOT NULL CHECK (seq_width BETWEEN 0 AND 18),
     parse_pattern         text NOT NULL,   -- anchored regular expression that reads a number back
     parse_groups          text[] NOT NULL, -- the token captured by each group of parse_pattern
+    -- Head and tail as to_char() patterns: an allocation renders its date tokens with one call.
+    head_pattern          text NOT NULL GENERATED ALWAYS AS (docnum._to_char_pattern(render_head)) STORED,
+    tail_pattern          text NOT NULL GENERATED ALWAYS AS (docnum._to_char_pattern(render_tail)) STORED,
     -- A scope value is needed exactly for PROJECT and CONTRACT; YEARLY and MONTHLY scopes reset accordingly.
     CONSTRAINT document_type_scope_reset_check CHECK (
         (scope = 'YEARLY' AND reset = 'YEARLY') OR (scope = 'MONTHLY' AND reset = 'MONTHLY')

@@ -42,7 +42,7 @@ $$;
 CREATE FUNCTION docnum._type_json(p_type docnum.document_type) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 RETURN to_jsonb(p_type) - ARRAY['render_head', 'render_tail', 'seq_width', 'parse_pattern', 'parse_groups',
-                                'created_at', 'updated_at'];
+                                'head_pattern', 'tail_pattern', 'created_at', 'updated_at'];
 
 -- Creates a document type. Re-running it with the same definition returns the existing type unchanged;
 -- a different definition under an existing code raises NB010.
@@ -132,7 +132,14 @@ BEGIN
                   HINT = 'Include {TYPE} or a distinct prefix in the format.';
     END IF;
 
-    INSERT INTO docnum.document_type SELECT v_new.*;
+    INSERT INTO docnum.document_type (code, format, scope, reset, time_zone, max_value, reservation_ttl,
+                                      lock_timeout, allow_manual_override, metadata, created_at, updated_at,
+                                      render_head, render_tail, seq_width, parse_pattern, parse_groups)
+    VALUES (v_new.code, v_new.format, v_new.scope, v_new.reset, v_new.time_zone, v_new.max_value,
+            v_new.reservation_ttl, v_new.lock_timeout, v_new.allow_manual_override, v_new.metadata,
+            v_new.created_at, v_new.updated_at, v_new.render_head, v_new.render_tail, v_new.seq_width,
+            v_new.parse_pattern, v_new.parse_groups)
+    RETURNING * INTO v_new;
     INSERT INTO docnum.audit_log (operation, document_type, actor, new_value)
     VALUES ('DEFINE_TYPE', v_new.code, define_type.actor, docnum._type_json(v_new));
     RETURN v_new;

@@ -7,6 +7,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from helpers import define, expect_error, footprint, next_number, reserve
 
@@ -192,3 +195,34 @@ def test_define_type_accepts_codes(db: Conn, subtests: pytest.Subtests) -> None:
         with subtests.test(code=code):
             assert define(db, code, "{TYPE}-{SEQ:4}")["code"] == code
             assert next_number(db, code) == f"{code}-0001"
+
+
+# --- Allocation's renderer agrees with docnum._fill ---------------------------------------------------------
+
+# Literal text that to_char() would read as fields, quotes and backslashes it must escape, and braces.
+LITERALS = st.text(alphabet='YMDHFTHhmsy"\\/-_. %{}AZaz09', min_size=1, max_size=6)
+TEMPLATE_PIECES = st.one_of(st.sampled_from(["{YYYY}", "{YY}", "{MM}", "{DD}", "{SCOPE}"]), LITERALS)
+
+
+@hypothesis_settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pieces=st.lists(TEMPLATE_PIECES, max_size=8),
+    day=st.dates(min_value=dt.date(1000, 1, 1), max_value=dt.date(9999, 12, 31)),
+    scope=st.text(alphabet='PRJ-7/"\\{}YMD', min_size=1, max_size=8),
+)
+def test_one_to_char_call_renders_what_fill_renders(
+    db: Conn, pieces: list[str], day: dt.date, scope: str
+) -> None:
+    # Allocation fills a head or tail with to_char() and a compiled pattern; _fill() (used to read numbers
+    # back) substitutes token by token. A number must read back as exactly the text it was issued with.
+    text = "".join(pieces)
+    row = db.execute(
+        "SELECT replace(to_char(%(day)s::date::timestamp, docnum._to_char_pattern(%(text)s)),"
+        "               '{SCOPE}', %(scope)s),"
+        "       docnum._fill(%(text)s, %(scope)s, %(day)s::date)",
+        {"text": text, "day": day, "scope": scope},
+    ).fetchone()
+    assert row is not None
+    assert row[0] == row[1]

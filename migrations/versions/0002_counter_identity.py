@@ -1,4 +1,4 @@
-"""counter identity checked once by a trigger; _issue locks an idle counter in its own UPDATE
+"""cheaper allocations: counter identity checked once, one-UPDATE fast path, to_char() rendering
 
 Revision ID: 0002
 Revises: 0001

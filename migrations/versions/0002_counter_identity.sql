@@ -1,7 +1,8 @@
 -- Revision 0002, frozen: released migrations are immutable, do not edit.
--- A counter's identity is checked once, by a trigger, when it is created, and can no longer change; its CHECK
--- keeps only the rule on the value allocations change. _issue waits for a busy or missing counter through
--- _lock_counter instead of a copy of it, and finds, locks and advances an idle counter in one UPDATE.
+-- Cheaper allocations with the same rules. A counter's identity is checked once, by a trigger, when it is
+-- created, and can no longer change; its CHECK keeps only the rule on the value allocations change. _issue finds,
+-- locks and advances an idle counter in one UPDATE, waits for a busy or missing one through _lock_counter
+-- instead of a copy of it, and renders the date tokens of a number with one to_char() call.
 
 SET LOCAL ROLE docnum_owner;
 
@@ -44,6 +45,130 @@ CREATE TRIGGER counter_identity_check BEFORE INSERT OR UPDATE OF counter_id, doc
     ON docnum.counter FOR EACH ROW EXECUTE FUNCTION docnum._counter_identity_check();
 
 REVOKE ALL ON FUNCTION docnum._counter_identity_check() FROM PUBLIC;
+
+-- The to_char() pattern that renders the date tokens of a compiled head or tail in one call: literal text in
+-- double quotes (its backslashes and double quotes escaped), {YYYY} {YY} {MM} {DD} as to_char's own fields, and
+-- {SCOPE} kept as literal text for the caller to replace afterwards. Allocation renders with it; docnum._fill()
+-- renders the same text token by token (a test holds the two to each other).
+CREATE FUNCTION docnum._to_char_pattern(p_render text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN '"' || replace(replace(replace(replace(replace(replace(p_render, '\', '\\'), '"', '\"'),
+                                              '{YYYY}', '"YYYY"'), '{YY}', '"YY"'), '{MM}', '"MM"'),
+                      '{DD}', '"DD"') || '"';
+
+REVOKE ALL ON FUNCTION docnum._to_char_pattern(text) FROM PUBLIC;
+
+ALTER TABLE docnum.document_type
+    ADD COLUMN head_pattern text NOT NULL GENERATED ALWAYS AS (docnum._to_char_pattern(render_head)) STORED,
+    ADD COLUMN tail_pattern text NOT NULL GENERATED ALWAYS AS (docnum._to_char_pattern(render_tail)) STORED;
+
+-- The part of a type row worth auditing (the compiled template columns are derived and left out).
+CREATE OR REPLACE FUNCTION docnum._type_json(p_type docnum.document_type) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+RETURN to_jsonb(p_type) - ARRAY['render_head', 'render_tail', 'seq_width', 'parse_pattern', 'parse_groups',
+                                'head_pattern', 'tail_pattern', 'created_at', 'updated_at'];
+
+-- Creates a document type. Re-running it with the same definition returns the existing type unchanged;
+-- a different definition under an existing code raises NB010.
+CREATE OR REPLACE FUNCTION docnum.define_type(
+    code text, format text, scope text DEFAULT 'GLOBAL', reset text DEFAULT NULL,
+    time_zone text DEFAULT 'UTC', max_value bigint DEFAULT NULL,
+    reservation_ttl interval DEFAULT interval '5 minutes', lock_timeout interval DEFAULT interval '5 seconds',
+    allow_manual_override boolean DEFAULT false, metadata jsonb DEFAULT '{}'::jsonb, actor text DEFAULT NULL)
+RETURNS docnum.document_type
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_scope    text := upper(define_type.scope);
+    v_reset    text := upper(define_type.reset);
+    v_compiled record;
+    v_new      docnum.document_type;
+    v_existing docnum.document_type;
+BEGIN
+    PERFORM docnum._require_writable();
+    IF define_type.code IS NULL OR define_type.code !~ '^[A-Z][A-Z0-9_]{0,29}$' THEN
+        RAISE EXCEPTION 'invalid document type code %', coalesce(quote_literal(left(define_type.code, 60)), 'NULL')
+            USING ERRCODE = 'NB006',
+                  DETAIL = 'A code is an upper-case identifier: a letter, then letters, digits or _ (30 at most).',
+                  HINT = 'For example ''COR'' or ''RFA_2''.';
+    END IF;
+    IF v_scope IS NULL OR v_scope NOT IN ('GLOBAL', 'PROJECT', 'CONTRACT', 'YEARLY', 'MONTHLY') THEN
+        RAISE EXCEPTION 'invalid scope %', coalesce(quote_literal(define_type.scope), 'NULL')
+            USING ERRCODE = 'NB006', DETAIL = 'scope is one of GLOBAL, PROJECT, CONTRACT, YEARLY, MONTHLY.',
+                  HINT = 'PROJECT and CONTRACT take a scope value at allocation; YEARLY and MONTHLY reset.';
+    END IF;
+    IF v_reset IS NULL THEN
+        v_reset := CASE v_scope WHEN 'YEARLY' THEN 'YEARLY' WHEN 'MONTHLY' THEN 'MONTHLY' ELSE 'NEVER' END;
+    ELSIF v_reset NOT IN ('NEVER', 'YEARLY', 'MONTHLY')
+          OR (v_scope IN ('YEARLY', 'MONTHLY') AND v_reset <> v_scope) THEN
+        RAISE EXCEPTION 'invalid reset % for scope %', quote_literal(define_type.reset), v_scope
+            USING ERRCODE = 'NB006',
+                  DETAIL = 'reset is NEVER, YEARLY or MONTHLY; a YEARLY or MONTHLY scope implies its own reset.',
+                  HINT = 'For a per-project counter restarting each year: scope => ''PROJECT'', reset => ''YEARLY''.';
+    END IF;
+    PERFORM docnum._check_type_settings(define_type.time_zone, define_type.max_value, define_type.reservation_ttl,
+                                        define_type.lock_timeout, define_type.metadata);
+    PERFORM docnum._check_text('actor', define_type.actor, 200);
+    IF define_type.allow_manual_override IS NULL THEN
+        RAISE EXCEPTION 'allow_manual_override cannot be NULL'
+            USING ERRCODE = 'NB006', DETAIL = 'It is true or false.', HINT = 'The default is false.';
+    END IF;
+
+    v_compiled := docnum._compile_format(define_type.code, define_type.format, v_scope, v_reset);
+
+    v_new.code := define_type.code;
+    v_new.format := define_type.format;
+    v_new.scope := v_scope;
+    v_new.reset := v_reset;
+    v_new.time_zone := define_type.time_zone;
+    v_new.max_value := coalesce(define_type.max_value,
+                                CASE WHEN v_compiled.seq_width = 0 THEN 9223372036854775807
+                                     ELSE (10::numeric ^ v_compiled.seq_width - 1)::bigint END);
+    v_new.reservation_ttl := define_type.reservation_ttl;
+    v_new.lock_timeout := define_type.lock_timeout;
+    v_new.allow_manual_override := define_type.allow_manual_override;
+    v_new.metadata := define_type.metadata;
+    v_new.render_head := v_compiled.render_head;
+    v_new.render_tail := v_compiled.render_tail;
+    v_new.seq_width := v_compiled.seq_width;
+    v_new.parse_pattern := v_compiled.parse_pattern;
+    v_new.parse_groups := v_compiled.parse_groups;
+    v_new.created_at := now();
+    v_new.updated_at := now();
+
+    SELECT t.* INTO v_existing FROM docnum.document_type t WHERE t.code = define_type.code FOR UPDATE;
+    IF FOUND THEN
+        IF docnum._type_json(v_existing) = docnum._type_json(v_new) THEN
+            RETURN v_existing;
+        END IF;
+        RAISE EXCEPTION 'document type % already exists with another definition', define_type.code
+            USING ERRCODE = 'NB010',
+                  DETAIL = pg_catalog.format('Existing: %s', docnum._type_json(v_existing)),
+                  HINT = 'Change it with docnum.alter_type(); scope and reset cannot change.';
+    END IF;
+    -- Same text around {SEQ} means overlapping numbers, whatever the widths ({SEQ:2} and {SEQ:3} meet at 100).
+    IF EXISTS (SELECT 1 FROM docnum.document_type t
+                WHERE t.render_head || '{SEQ}' || t.render_tail = v_new.render_head || '{SEQ}' || v_new.render_tail)
+    THEN
+        RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(define_type.format)
+            USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
+                  HINT = 'Include {TYPE} or a distinct prefix in the format.';
+    END IF;
+
+    INSERT INTO docnum.document_type (code, format, scope, reset, time_zone, max_value, reservation_ttl,
+                                      lock_timeout, allow_manual_override, metadata, created_at, updated_at,
+                                      render_head, render_tail, seq_width, parse_pattern, parse_groups)
+    VALUES (v_new.code, v_new.format, v_new.scope, v_new.reset, v_new.time_zone, v_new.max_value,
+            v_new.reservation_ttl, v_new.lock_timeout, v_new.allow_manual_override, v_new.metadata,
+            v_new.created_at, v_new.updated_at, v_new.render_head, v_new.render_tail, v_new.seq_width,
+            v_new.parse_pattern, v_new.parse_groups)
+    RETURNING * INTO v_new;
+    INSERT INTO docnum.audit_log (operation, document_type, actor, new_value)
+    VALUES ('DEFINE_TYPE', v_new.code, define_type.actor, docnum._type_json(v_new));
+    RETURN v_new;
+END
+$$;
 
 -- Finds or creates the counter of (type, scope, period) and takes its transaction-scoped lock, honouring the
 -- type's lock_timeout unless the session's own limit is shorter (NB003 when it runs out). Two sessions creating
@@ -113,11 +238,13 @@ BEGIN
     IF p_type.reset <> 'NEVER' THEN
         v_period := docnum._period(p_type.reset, p_date);
     END IF;
+    -- One to_char() call fills the date tokens, then the scope goes in: the same text as docnum._fill(), from
+    -- a far smaller expression (PL/pgSQL compiles each expression once per transaction, so its size counts).
     IF strpos(v_head, '{') > 0 THEN
-        v_head := docnum._fill(v_head, p_scope, p_date);
+        v_head := replace(to_char(p_date::timestamp, p_type.head_pattern), '{SCOPE}', p_scope);
     END IF;
     IF strpos(v_tail, '{') > 0 THEN
-        v_tail := docnum._fill(v_tail, p_scope, p_date);
+        v_tail := replace(to_char(p_date::timestamp, p_type.tail_pattern), '{SCOPE}', p_scope);
     END IF;
 
     -- Fast path: the counter exists and no other transaction holds it. One statement finds it, takes its lock

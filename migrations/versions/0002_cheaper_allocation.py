@@ -4,8 +4,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23
 
-The upgrade runs the frozen 0002_counter_identity.sql next to this file, the downgrade the frozen
-0002_counter_identity_down.sql, which puts back exactly what revision 0001 made. Neither file changes again.
+The upgrade runs the frozen 0002_cheaper_allocation.sql next to this file, the downgrade the frozen
+0002_cheaper_allocation_down.sql, which puts back exactly what revision 0001 made. Neither file changes again.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def _run(file_name: str) -> None:
 
 
 def upgrade() -> None:
-    _run("0002_counter_identity.sql")
+    _run("0002_cheaper_allocation.sql")
 
 
 def downgrade() -> None:
-    _run("0002_counter_identity_down.sql")
+    _run("0002_cheaper_allocation_down.sql")

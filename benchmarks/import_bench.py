@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,11 +38,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from docnum import Numbering, embedded, schema
 from docnum.cli import LegacyCsv, import_file
+from run import scratch_database as empty_database
+from run import server_dsn
 
 PROJECT_TYPE = ("LEGP", "{SCOPE}/{TYPE}/{YYYY}/{SEQ:5}", "PROJECT", "YEARLY")
 YEARLY_TYPE = ("LEGC", "{TYPE}-{YYYY}-{SEQ:6}", "YEARLY", None)
@@ -117,40 +116,15 @@ def write_csv(rows: list[dict[str, str]], path: Path) -> None:
 
 
 @contextmanager
-def server_dsn() -> Iterator[tuple[str, str]]:
-    """Yield (superuser DSN, description): $DOCNUM_DSN, else a throwaway embedded server."""
-    dsn = os.environ.get(embedded.DSN_ENV)
-    if dsn:
-        yield dsn, f"${embedded.DSN_ENV}"
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="docnum-import-bench-"))
-    server = embedded.start_embedded(tmp / "pgdata", cleanup_mode="delete")
-    try:
-        yield str(server.get_uri()), "throwaway embedded PostgreSQL"
-    finally:
-        server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextmanager
 def scratch_database(server: str) -> Iterator[str]:
     """A new database with schema docnum and the two legacy types; dropped afterwards."""
-    name = f"docnum_import_bench_{uuid.uuid4().hex[:8]}"
-    ident = sql.Identifier(name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
-    try:
-        dsn = make_conninfo(server, dbname=name)
+    with empty_database(server) as dsn:
         schema.migrate(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             numbering = Numbering(conn)
             for code, template, scope, reset in (PROJECT_TYPE, YEARLY_TYPE):
                 numbering.define_type(code, template, scope=scope, reset=reset, actor=ACTOR)
         yield dsn
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
 
 
 # --------------------------------------------------------------------------------------------------- paths

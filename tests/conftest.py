@@ -11,6 +11,13 @@ Fixtures for tests:
     dsn          str                     conninfo of this test's database, for extra connections
     connect      (**kwargs) -> Connection  opens extra connections to this test's database, closed at teardown
     pg_bindir    Path                    PostgreSQL 18 client programs (pg_dump, psql, pgbench)
+
+Hypothesis profiles (HYPOTHESIS_PROFILE picks one; otherwise "ci" when $CI is set, as .ci/run sets it, else
+"dev"):
+    dev  random examples, full shrinking: a failure comes back as small as Hypothesis can make it
+    ci   the same examples on every run (derandomize) and no shrinking, so a failure costs seconds, not the
+         minutes a shrink of a database-backed stateful test can take; the failing steps are printed with a
+         @reproduce_failure blob to replay, and shrink, locally (HYPOTHESIS_PROFILE=dev)
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import Phase, settings
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
@@ -32,6 +40,28 @@ from docnum import embedded, schema
 from helpers import ServerInfo
 
 TEST_DBNAME = "docnum_tests"  # per-test clone; the template is TEST_DBNAME + "_tmpl"
+
+# Every example talks to a real server, so no deadline. Tests that set max_examples keep their own count and
+# take everything else from the loaded profile.
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    max_examples=50,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.explain],
+)
+
+
+def _hypothesis_profile() -> str:
+    chosen = os.environ.get("HYPOTHESIS_PROFILE")
+    if chosen:
+        return chosen
+    return "ci" if os.environ.get("CI", "").lower() not in ("", "0", "false", "no") else "dev"
+
+
+settings.load_profile(_hypothesis_profile())
 
 
 def _describe(dsn: str) -> ServerInfo:

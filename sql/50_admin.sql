@@ -18,11 +18,15 @@ CREATE TABLE docnum.counter_skip (
 COMMENT ON TABLE docnum.counter_skip IS 'Ranges of counter values skipped on purpose, with who, why and when';
 CREATE INDEX counter_skip_counter_idx ON docnum.counter_skip (counter_id, from_value);
 
--- The application's own tables that store document numbers, checked by docnum.check_duplicates().
+-- The application's own tables that store document numbers, checked by docnum.check_duplicates(). Stored by
+-- name, not by oid: a table dropped and created again under the same name is checked again; one dropped for
+-- good (or whose column went) is reported by check_duplicates() and validate() until it is registered anew.
 CREATE TABLE docnum.document_table (
-    table_name    regclass PRIMARY KEY,
+    schema_name   name NOT NULL,
+    table_name    name NOT NULL,
     number_column name NOT NULL,
-    registered_at timestamptz NOT NULL DEFAULT now()
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT document_table_pkey PRIMARY KEY (schema_name, table_name)
 );
 COMMENT ON TABLE docnum.document_table IS 'Application tables whose document numbers check_duplicates() inspects';
 
@@ -345,36 +349,106 @@ BEGIN
 END
 $$;
 
--- Registers an application table that stores document numbers, for docnum.check_duplicates(). The table's
--- owner must let docnum read it: GRANT SELECT ON the_table TO docnum_owner.
+-- Why docnum must not read a relation as an application's number table, or NULL when it may. Only a plain or
+-- partitioned table of a permanent schema, without row security, whose column is text or varchar: anything
+-- else (a view, a policy, a domain, a type with its own operators) is code that would run in the reader.
+CREATE FUNCTION docnum._document_table_problem(p_table oid, p_column name)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rel  record;
+    v_bad  record;
+    v_type oid;
+BEGIN
+    SELECT c.oid, c.relkind, c.relpersistence, c.relrowsecurity, n.nspname
+      INTO v_rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = p_table;
+    IF NOT FOUND THEN
+        RETURN 'the table does not exist';
+    END IF;
+    IF v_rel.relpersistence = 't' OR v_rel.nspname IN ('docnum', 'pg_catalog', 'information_schema', 'pg_toast')
+       OR v_rel.nspname LIKE 'pg\_temp\_%' OR v_rel.nspname LIKE 'pg\_toast\_temp\_%' THEN
+        RETURN pg_catalog.format('%s is a temporary table or belongs to schema %s, not to the application',
+                                 p_table::regclass, v_rel.nspname);
+    END IF;
+    -- The table and everything a SELECT on it also reads (partitions, inheritance children).
+    SELECT c.oid::regclass AS rel, c.relkind, c.relrowsecurity, c.relpersistence
+      INTO v_bad
+      FROM (WITH RECURSIVE tree(relid) AS (
+                SELECT p_table
+                UNION
+                SELECT i.inhrelid FROM tree t JOIN pg_catalog.pg_inherits i ON i.inhparent = t.relid)
+            SELECT t.relid FROM tree t) r
+      JOIN pg_catalog.pg_class c ON c.oid = r.relid
+     WHERE c.relkind NOT IN ('r', 'p') OR c.relrowsecurity OR c.relpersistence = 't'
+     ORDER BY c.oid = p_table DESC
+     LIMIT 1;
+    IF FOUND THEN
+        RETURN CASE
+            WHEN v_bad.relkind NOT IN ('r', 'p') THEN
+                pg_catalog.format('%s is a %s, not a table', v_bad.rel,
+                                  CASE v_bad.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                                                     WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence'
+                                                     ELSE 'relation of kind ' || v_bad.relkind::text END)
+            WHEN v_bad.relrowsecurity THEN
+                pg_catalog.format('%s has row level security enabled', v_bad.rel)
+            ELSE pg_catalog.format('%s is a temporary table', v_bad.rel) END;
+    END IF;
+    SELECT a.atttypid INTO v_type
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = p_table AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RETURN pg_catalog.format('%s has no column %s', p_table::regclass, quote_ident(p_column));
+    END IF;
+    IF v_type NOT IN ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) THEN
+        RETURN pg_catalog.format('column %s of %s is of type %s, not text or varchar', quote_ident(p_column),
+                                 p_table::regclass, v_type::regtype);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Registers an application table that stores document numbers, for docnum.check_duplicates(), which reads it
+-- with the rights of whoever calls it (docnum_owner never reads it). Only plain tables qualify (see above).
 CREATE FUNCTION docnum.register_document_table(table_name regclass, number_column name,
                                                actor text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_problem text;
+    v_schema  name;
+    v_table   name;
 BEGIN
     PERFORM docnum._admin_type(NULL, register_document_table.actor, NULL, false);
-    IF register_document_table.table_name IS NULL OR NOT EXISTS (
-           SELECT 1 FROM pg_catalog.pg_attribute a
-            WHERE a.attrelid = register_document_table.table_name
-              AND a.attname = register_document_table.number_column AND NOT a.attisdropped AND a.attnum > 0) THEN
-        RAISE EXCEPTION 'column % not found in %', register_document_table.number_column,
-                register_document_table.table_name
-            USING ERRCODE = 'NB006', DETAIL = 'The table must exist and have the named column.',
+    IF register_document_table.table_name IS NULL OR register_document_table.number_column IS NULL THEN
+        RAISE EXCEPTION 'a table and a column are required'
+            USING ERRCODE = 'NB006', DETAIL = 'table_name or number_column was NULL.',
                   HINT = 'Pass table_name => ''schema.table'', number_column => ''document_number''.';
     END IF;
-    IF NOT has_table_privilege('docnum_owner', register_document_table.table_name, 'SELECT') THEN
-        RAISE EXCEPTION 'docnum cannot read %', register_document_table.table_name
-            USING ERRCODE = 'NB006', DETAIL = 'check_duplicates() reads registered tables as docnum_owner.',
-                  HINT = pg_catalog.format('GRANT SELECT ON %s TO docnum_owner;', register_document_table.table_name);
+    -- Only the catalog is read here: nothing of the table itself runs.
+    v_problem := docnum._document_table_problem(register_document_table.table_name,
+                                                register_document_table.number_column);
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot register % as a document table', register_document_table.table_name
+            USING ERRCODE = 'NB006', DETAIL = v_problem || '.',
+                  HINT = 'Register an ordinary (or partitioned) table of the application, without row level '
+                         'security, whose number column is of type text or varchar.';
     END IF;
-    INSERT INTO docnum.document_table AS d (table_name, number_column)
-    VALUES (register_document_table.table_name, register_document_table.number_column)
+    SELECT n.nspname, c.relname INTO STRICT v_schema, v_table
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = register_document_table.table_name;
+    INSERT INTO docnum.document_table AS d (schema_name, table_name, number_column)
+    VALUES (v_schema, v_table, register_document_table.number_column)
     ON CONFLICT ON CONSTRAINT document_table_pkey DO UPDATE SET number_column = EXCLUDED.number_column;
     INSERT INTO docnum.audit_log (operation, actor, new_value)
     VALUES ('REGISTER_TABLE', register_document_table.actor,
-            jsonb_build_object('table', register_document_table.table_name::text,
+            jsonb_build_object('table', pg_catalog.format('%I.%I', v_schema, v_table),
+                               'schema_name', v_schema, 'table_name', v_table,
                                'number_column', register_document_table.number_column));
 END
 $$;

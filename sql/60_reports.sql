@@ -32,81 +32,152 @@ SELECT c.document_type,
        WHERE l.counter_id = c.counter_id) s ON true;
 COMMENT ON VIEW docnum.sequence_status IS 'One row per counter: value, utilisation and numbers by state';
 
--- Values at or below a counter that have no ledger row, each with the recorded reason it was skipped (the
--- latest skip covering it) or NULLs when nothing explains it.
+-- Values at or below a counter that have no ledger row, as ranges: each range is wholly explained by one
+-- recorded skip (the latest covering its values) or wholly unexplained (NULL source, reason, actor and
+-- recorded_at). One row per hole and skip boundary, never per value, so a jump of any size costs one row.
 CREATE FUNCTION docnum.gaps(document_type text DEFAULT NULL, scope text DEFAULT NULL, period text DEFAULT NULL)
-RETURNS TABLE (document_type text, scope_value text, period text, sequence_value bigint, explained boolean,
-               source text, reason text, actor text, recorded_at timestamptz)
+RETURNS TABLE (document_type text, scope_value text, period text, first_value bigint, last_value bigint,
+               value_count bigint, explained boolean, source text, reason text, actor text,
+               recorded_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    WITH issued AS (
-        SELECT c.counter_id, c.current_value, l.sequence_value,
-               lag(l.sequence_value, 1, 0::bigint) OVER (PARTITION BY c.counter_id ORDER BY l.sequence_value) AS prev
+    WITH counters AS (
+        SELECT c.counter_id, c.current_value
           FROM docnum.counter c
-          JOIN docnum.ledger l ON l.counter_id = c.counter_id AND l.sequence_value <= c.current_value
          WHERE (gaps.document_type IS NULL OR c.document_type = gaps.document_type)
            AND (gaps.scope IS NULL OR c.scope_value = gaps.scope)
            AND (gaps.period IS NULL OR c.period = gaps.period)
-    ), ranges AS (
+    ), issued AS (
+        SELECT c.counter_id, l.sequence_value,
+               lag(l.sequence_value, 1, 0::bigint) OVER (PARTITION BY c.counter_id ORDER BY l.sequence_value) AS prev
+          FROM counters c
+          JOIN docnum.ledger l ON l.counter_id = c.counter_id AND l.sequence_value <= c.current_value
+    ), holes AS (
         -- holes between consecutive issued values
         SELECT i.counter_id, i.prev + 1 AS from_value, i.sequence_value - 1 AS to_value
           FROM issued i WHERE i.sequence_value > i.prev + 1
         UNION ALL
         -- the hole above the highest issued value (or the whole counter when nothing was issued)
         SELECT c.counter_id, coalesce(m.top, 0) + 1, c.current_value
-          FROM docnum.counter c
-          LEFT JOIN (SELECT l.counter_id, max(l.sequence_value) AS top
-                       FROM docnum.ledger l JOIN docnum.counter c2 ON c2.counter_id = l.counter_id
-                      WHERE l.sequence_value <= c2.current_value
-                      GROUP BY l.counter_id) m ON m.counter_id = c.counter_id
+          FROM counters c
+          LEFT JOIN LATERAL (SELECT max(l.sequence_value) AS top FROM docnum.ledger l
+                              WHERE l.counter_id = c.counter_id AND l.sequence_value <= c.current_value) m ON true
          WHERE c.current_value > coalesce(m.top, 0)
-           AND (gaps.document_type IS NULL OR c.document_type = gaps.document_type)
-           AND (gaps.scope IS NULL OR c.scope_value = gaps.scope)
-           AND (gaps.period IS NULL OR c.period = gaps.period)
+    ), cuts AS (
+        -- where a hole starts, and every skip boundary strictly inside it
+        SELECT h.counter_id, h.from_value AS hole_from, h.to_value AS hole_to, h.from_value AS cut FROM holes h
+        UNION
+        SELECT h.counter_id, h.from_value, h.to_value, e.cut
+          FROM holes h
+          JOIN docnum.counter_skip k
+            ON k.counter_id = h.counter_id AND k.from_value <= h.to_value AND k.to_value >= h.from_value
+         CROSS JOIN LATERAL (VALUES (k.from_value), (k.to_value + 1)) AS e(cut)
+         WHERE e.cut > h.from_value AND e.cut <= h.to_value
+    ), pieces AS (
+        -- no skip starts or ends inside a piece: one skip explains all of it or none of it
+        SELECT x.counter_id, x.cut AS from_value,
+               coalesce(lead(x.cut) OVER (PARTITION BY x.counter_id, x.hole_from ORDER BY x.cut) - 1,
+                        x.hole_to) AS to_value
+          FROM cuts x
+    ), explained AS (
+        SELECT p.counter_id, p.from_value, p.to_value, s.skip_id
+          FROM pieces p
+          LEFT JOIN LATERAL (
+              SELECT k.skip_id FROM docnum.counter_skip k
+               WHERE k.counter_id = p.counter_id AND k.from_value <= p.from_value AND k.to_value >= p.to_value
+               ORDER BY k.skip_id DESC
+               LIMIT 1) s ON true
+    ), starts AS (
+        -- adjacent pieces with the same explanation are one range
+        SELECT e.counter_id, e.from_value, e.to_value, e.skip_id,
+               CASE WHEN lag(e.to_value) OVER w = e.from_value - 1
+                         AND lag(e.skip_id) OVER w IS NOT DISTINCT FROM e.skip_id THEN 0 ELSE 1 END AS starts_run
+          FROM explained e
+        WINDOW w AS (PARTITION BY e.counter_id ORDER BY e.from_value)
+    ), runs AS (
+        SELECT st.counter_id, st.from_value, st.to_value, st.skip_id,
+               sum(st.starts_run) OVER (PARTITION BY st.counter_id ORDER BY st.from_value) AS run
+          FROM starts st
+    ), ranges AS (
+        SELECT r.counter_id, r.skip_id, min(r.from_value) AS from_value, max(r.to_value) AS to_value
+          FROM runs r
+         GROUP BY r.counter_id, r.run, r.skip_id
     )
-    SELECT c.document_type, c.scope_value, c.period, v.value, s.skip_id IS NOT NULL, s.source, s.reason, s.actor,
-           s.recorded_at
-      FROM ranges r
-      JOIN docnum.counter c ON c.counter_id = r.counter_id
-     CROSS JOIN LATERAL generate_series(r.from_value, r.to_value) AS v(value)
-      LEFT JOIN LATERAL (
-          SELECT k.skip_id, k.source, k.reason, k.actor, k.recorded_at
-            FROM docnum.counter_skip k
-           WHERE k.counter_id = r.counter_id AND v.value BETWEEN k.from_value AND k.to_value
-           ORDER BY k.skip_id DESC
-           LIMIT 1) s ON true
-     ORDER BY c.document_type, c.scope_value, c.period, v.value;
+    SELECT c.document_type, c.scope_value, c.period, g.from_value, g.to_value, g.to_value - g.from_value + 1,
+           k.skip_id IS NOT NULL, k.source, k.reason, k.actor, k.recorded_at
+      FROM ranges g
+      JOIN docnum.counter c ON c.counter_id = g.counter_id
+      LEFT JOIN docnum.counter_skip k ON k.skip_id = g.skip_id
+     ORDER BY c.document_type, c.scope_value, c.period, g.from_value;
 END;
 
 -- Numbers used more than once: in the ledger (impossible while its unique constraint stands; this proves it
 -- after a restore or a bulk load that bypassed constraints) and in the registered application tables (the
 -- same number twice in one table, or in two tables). The seed's numbering:check-duplicates.
+-- SECURITY INVOKER: the caller reads the registered tables (and docnum.ledger) with their own rights, never
+-- docnum_owner's. A registered table that cannot be read safely (gone, its column gone or retyped, no
+-- longer a plain table, not readable by the caller) is a row with document_number NULL, found_in its name
+-- and problem saying why; nothing of it is read.
 CREATE FUNCTION docnum.check_duplicates()
-RETURNS TABLE (document_number text, occurrences bigint, found_in text[])
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+RETURNS TABLE (document_number text, occurrences bigint, found_in text[], problem text)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_sql text := 'SELECT l.document_number AS n, ''docnum.ledger''::text AS src FROM docnum.ledger l';
-    v_table record;
+    v_sql     text := 'SELECT l.document_number::text COLLATE "C" AS n, ''docnum.ledger''::text AS src'
+                      || ' FROM docnum.ledger l';
+    v_table   record;
+    v_name    text;
+    v_relid   oid;
+    v_problem text;
 BEGIN
-    FOR v_table IN SELECT d.table_name, d.number_column FROM docnum.document_table d ORDER BY d.table_name::text
+    FOR v_table IN
+        SELECT d.schema_name, d.table_name, d.number_column FROM docnum.document_table d
+         ORDER BY d.schema_name, d.table_name
     LOOP
-        v_sql := v_sql || pg_catalog.format(' UNION ALL SELECT t.%I::text, %L FROM %s t WHERE t.%I IS NOT NULL',
-                                            v_table.number_column, v_table.table_name::text, v_table.table_name,
-                                            v_table.number_column);
+        v_name := pg_catalog.format('%I.%I', v_table.schema_name, v_table.table_name);
+        BEGIN
+            v_relid := pg_catalog.to_regclass(v_name);
+            IF v_relid IS NULL THEN
+                v_problem := 'the table does not exist';
+            ELSIF NOT pg_catalog.has_table_privilege(v_relid, 'SELECT') THEN
+                v_problem := pg_catalog.format('%s may not read it', current_user);
+            ELSE
+                -- Lock the name, then check what it names: it cannot become a view between the check and the
+                -- read. Locking runs nothing of the relation.
+                EXECUTE pg_catalog.format('LOCK TABLE %I.%I IN ACCESS SHARE MODE', v_table.schema_name,
+                                          v_table.table_name);
+                v_relid := pg_catalog.to_regclass(v_name);
+                v_problem := docnum._document_table_problem(v_relid, v_table.number_column);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            -- e.g. the schema is gone or the caller may not use it
+            v_problem := SQLERRM;
+        END;
+        IF v_problem IS NOT NULL THEN
+            document_number := NULL;
+            occurrences := NULL;
+            found_in := ARRAY[v_name];
+            problem := v_problem;
+            RETURN NEXT;
+        ELSE
+            v_sql := v_sql || pg_catalog.format(
+                ' UNION ALL SELECT t.%I::text COLLATE "C", %L FROM %I.%I t WHERE t.%I IS NOT NULL',
+                v_table.number_column, v_name, v_table.schema_name, v_table.table_name, v_table.number_column);
+        END IF;
     END LOOP;
     -- A number in the ledger and once in one application table is the normal case; count per source.
     RETURN QUERY EXECUTE
-        'SELECT u.n, count(*), array_agg(u.src ORDER BY u.src) FROM (' || v_sql || ') u '
+        'SELECT u.n::text, count(*), array_agg(u.src ORDER BY u.src), NULL::text FROM (' || v_sql || ') u '
         || 'GROUP BY u.n HAVING count(*) FILTER (WHERE u.src = ''docnum.ledger'') > 1 '
         || 'OR count(*) FILTER (WHERE u.src <> ''docnum.ledger'') > 1 ORDER BY u.n';
 END
 $$;
 
--- One integrity report; no rows means healthy (the seed's numbering:validate). Each finding is a row.
-CREATE FUNCTION docnum.validate()
+-- validate()'s checks of docnum's own tables (counters, ledger, audit trail, gaps), run with the owner's
+-- rights. It reads nothing but docnum's tables.
+CREATE FUNCTION docnum._integrity_findings()
 RETURNS TABLE (check_name text, severity text, detail text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -167,20 +238,39 @@ BEGIN
       FROM docnum.ledger l
      WHERE l.state = 'reserved' AND l.expires_at <= statement_timestamp();
 
+    -- gaps() returns ranges, so this costs the same whatever the size of a jump.
     RETURN QUERY
     SELECT 'unexplained_gap', 'warning',
            pg_catalog.format('counter %s/%s/%s: %s value(s) never issued and not explained: %s', g.document_type,
-                             g.scope_value, g.period, count(*),
-                             array_to_string((array_agg(g.sequence_value ORDER BY g.sequence_value))[1:10], ', ')
+                             g.scope_value, g.period, sum(g.value_count),
+                             array_to_string((array_agg(CASE WHEN g.value_count = 1 THEN g.first_value::text
+                                                             ELSE g.first_value || '..' || g.last_value END
+                                                        ORDER BY g.first_value))[1:10], ', ')
                              || CASE WHEN count(*) > 10 THEN ', ...' ELSE '' END)
       FROM docnum.gaps() g
      WHERE NOT g.explained
      GROUP BY g.document_type, g.scope_value, g.period;
+END
+$$;
+
+-- One integrity report; no rows means healthy (the seed's numbering:validate). Each finding is a row.
+-- SECURITY INVOKER: docnum's own tables are checked with the owner's rights by _integrity_findings(); the
+-- registered application tables are read by check_duplicates() with the caller's rights.
+CREATE FUNCTION docnum.validate()
+RETURNS TABLE (check_name text, severity text, detail text)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT f.check_name, f.severity, f.detail FROM docnum._integrity_findings() f;
 
     RETURN QUERY
-    SELECT 'duplicate_number', 'error',
-           pg_catalog.format('%s appears %s times (%s)', d.document_number, d.occurrences,
-                             array_to_string(d.found_in, ', '))
+    SELECT CASE WHEN d.problem IS NULL THEN 'duplicate_number' ELSE 'document_table_unchecked' END, 'error',
+           CASE WHEN d.problem IS NULL
+                THEN pg_catalog.format('%s appears %s times (%s)', d.document_number, d.occurrences,
+                                       array_to_string(d.found_in, ', '))
+                ELSE pg_catalog.format('%s could not be checked for duplicates: %s', d.found_in[1], d.problem)
+           END
       FROM docnum.check_duplicates() d;
 END
 $$;

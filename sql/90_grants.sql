@@ -36,6 +36,8 @@ TO docnum_admin;
 GRANT EXECUTE ON FUNCTION
     docnum.gaps(text, text, text),
     docnum.check_duplicates(),
+    docnum._document_table_problem(oid, name),
+    docnum._integrity_findings(),
     docnum.validate(),
     docnum.number_history(text),
     docnum.audit_export(timestamptz, timestamptz, text)

@@ -73,8 +73,12 @@ def gaps(conn: Conn, **arguments: Any) -> list[dict[str, Any]]:
 
 
 def gap_values(conn: Conn, **arguments: Any) -> dict[int, str | None]:
-    """gaps(...) as {sequence_value: source}, source None for an unexplained value."""
-    return {row["sequence_value"]: row["source"] for row in gaps(conn, **arguments)}
+    """gaps(...) as {value: source} (its ranges spelled out), source None for an unexplained value."""
+    return {
+        value: row["source"]
+        for row in gaps(conn, **arguments)
+        for value in range(row["first_value"], row["last_value"] + 1)
+    }
 
 
 def validate(conn: Conn) -> list[dict[str, Any]]:

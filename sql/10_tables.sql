@@ -26,7 +26,8 @@ CREATE TABLE docnum.document_type (
     scope                 text NOT NULL CHECK (scope IN ('GLOBAL', 'PROJECT', 'CONTRACT', 'YEARLY', 'MONTHLY')),
     reset                 text NOT NULL CHECK (reset IN ('NEVER', 'YEARLY', 'MONTHLY')),
     time_zone             text NOT NULL,
-    max_value             bigint NOT NULL CHECK (max_value > 0),
+    -- At most 2^63 - 2, so that the value after the last one still fits in a bigint and is refused as NB002.
+    max_value             bigint NOT NULL CHECK (max_value BETWEEN 1 AND 9223372036854775806),
     reservation_ttl       interval NOT NULL
                           CHECK (reservation_ttl > interval '0' AND reservation_ttl <= interval '7 days'),
     lock_timeout          interval CHECK (lock_timeout > interval '0' AND lock_timeout <= interval '1 hour'),
@@ -94,13 +95,13 @@ BEGIN
         END IF;
         RETURN NEW;
     END IF;
-    -- Advisory locks use the two-int4 key form (class, counter_id), so ids must fit in int4; a period is '' (no
-    -- reset), YYYY or YYYY-MM.
-    IF NEW.counter_id NOT BETWEEN 1 AND 2147483647 OR NEW.period !~ '^([0-9]{4}(-(0[1-9]|1[0-2]))?)?$' THEN
+    -- The fair queue's advisory keys use the two-int4 form (class, counter_id), so ids must fit in int4; a period
+    -- is '' (no reset), YYYY or YYYY-MM, with a year from 1000 to 9999 like every document date.
+    IF NEW.counter_id NOT BETWEEN 1 AND 2147483647 OR NEW.period !~ '^([1-9][0-9]{3}(-(0[1-9]|1[0-2]))?)?$' THEN
         RAISE EXCEPTION 'new row for relation "counter" violates check constraint "%"', TG_NAME
             USING ERRCODE = 'check_violation', SCHEMA = 'docnum', TABLE = 'counter', CONSTRAINT = TG_NAME,
                   DETAIL = pg_catalog.format('counter_id %s must lie in 1..2147483647 and period %L be empty, '
-                                             'YYYY or YYYY-MM.', NEW.counter_id, NEW.period);
+                                             'YYYY or YYYY-MM.', NEW.counter_id, left(NEW.period, 20));
     END IF;
     RETURN NEW;
 END
@@ -130,6 +131,7 @@ CREATE TABLE docnum.ledger (
     void_reason        text,
     replaces_number_id bigint REFERENCES docnum.ledger (number_id),
     replaced_by_number_id bigint REFERENCES docnum.ledger (number_id),
+    request_id         text,   -- the caller's key for the call that issued it (reserve_number, next_number)
     CONSTRAINT ledger_document_number_key UNIQUE (document_number),
     CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value),
     -- A number issued by a counter is of that counter's type (and the counter's own key makes the type exist).
@@ -142,6 +144,8 @@ CREATE TABLE docnum.ledger (
 COMMENT ON TABLE docnum.ledger IS 'Every number ever issued, with its state; a number is never issued twice';
 -- Only reservations carry a token.
 CREATE UNIQUE INDEX ledger_token_key ON docnum.ledger (token) WHERE token IS NOT NULL;
+-- A request key is served once: a retry finds the number issued for it.
+CREATE UNIQUE INDEX ledger_request_id_key ON docnum.ledger (request_id) WHERE request_id IS NOT NULL;
 -- The sweep of expired reservations reads only live reservations.
 CREATE INDEX ledger_reserved_expiry_idx ON docnum.ledger (expires_at) WHERE state = 'reserved';
 
@@ -223,7 +227,7 @@ BEGIN
     IF NEW.number_id <> OLD.number_id OR NEW.document_type <> OLD.document_type
        OR NEW.counter_id IS DISTINCT FROM OLD.counter_id OR NEW.sequence_value IS DISTINCT FROM OLD.sequence_value
        OR NEW.document_number <> OLD.document_number OR NEW.token IS DISTINCT FROM OLD.token
-       OR NEW.issued_at <> OLD.issued_at THEN
+       OR NEW.issued_at <> OLD.issued_at OR NEW.request_id IS DISTINCT FROM OLD.request_id THEN
         RAISE EXCEPTION 'the identity of an issued number cannot change'
             USING ERRCODE = 'NB009',
                   DETAIL = pg_catalog.format('Number %s keeps its type, counter, value, text and token.',

@@ -1,13 +1,29 @@
 -- docnum: allocation. reserve_number / confirm_number / cancel_number / next_number / expire_reservations.
--- Allocation in one counter is serialised by a transaction-scoped advisory lock keyed by the counter's id (no
--- hashing, so two counters never share a key); everything that can be computed before the lock is.
+-- Allocation in one counter is serialised by the counter's row lock, which only docnum's functions can take, with
+-- a fair queue in front of it (docnum._lock_counter); everything that can be computed before the lock is.
 
--- Refuses to allocate where a number could not be made durable (hot standby, read-only transaction).
-CREATE FUNCTION docnum._require_writable() RETURNS void
-LANGUAGE plpgsql STABLE
+-- Every transaction that writes numbers commits with synchronous_commit at least 'on': its commit returns only once
+-- the commit record is flushed locally and, when synchronous standbys are configured, on them. 'off', 'local' and
+-- 'remote_write' are raised to 'on' for this transaction; 'on' and the stronger 'remote_apply' are kept.
+CREATE FUNCTION docnum._durable_commit() RETURNS void
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF current_setting('synchronous_commit') NOT IN ('on', 'remote_apply') THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+END
+$$;
+
+-- Refuses to write where a number could not be made durable (hot standby, read-only transaction), and makes
+-- this transaction's commit durable.
+CREATE FUNCTION docnum._require_writable() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM docnum._durable_commit();
     IF current_setting('transaction_read_only') = 'on' THEN
         RAISE EXCEPTION 'numbering unavailable: %',
                 CASE WHEN pg_is_in_recovery() THEN 'this server is a read-only standby'
@@ -19,17 +35,28 @@ BEGIN
 END
 $$;
 
--- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1..max printable chars.
+-- True when a text holds a character that is not shown as itself: control characters (Unicode category Cc), format
+-- characters (Cf: soft hyphen, zero-width space and joiners, bidirectional marks, word joiner, byte order mark,
+-- tags...) and the line and paragraph separators (Zl, Zp). Such a character would make two different values
+-- print alike, so every text docnum stores or prints as an identifier refuses them. The one list of them.
+CREATE FUNCTION docnum._has_invisible(p_text text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_text ~ ('[\x01-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e'
+                 '\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd'
+                 '\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001'
+                 '\U000e0020-\U000e007f]');
+
+-- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1..max visible chars.
 CREATE FUNCTION docnum._check_text(p_name text, p_value text, p_max integer) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_value IS NOT NULL AND (p_value = '' OR length(p_value) > p_max OR p_value ~ '[[:cntrl:]]') THEN
+    IF p_value IS NOT NULL AND (p_value = '' OR length(p_value) > p_max OR docnum._has_invisible(p_value)) THEN
         RAISE EXCEPTION 'invalid %: %', p_name, quote_literal(left(p_value, 60))
             USING ERRCODE = 'NB006',
-                  DETAIL = pg_catalog.format('%s must be 1 to %s characters without control characters.',
-                                             p_name, p_max),
+                  DETAIL = pg_catalog.format('%s must be 1 to %s characters without control or invisible '
+                                             'format characters.', p_name, p_max),
                   HINT = pg_catalog.format('Pass NULL to omit %s.', p_name);
     END IF;
     RETURN p_value;
@@ -68,11 +95,11 @@ BEGIN
                       HINT = pg_catalog.format('Pass scope => the %s identifier, e.g. ''PRJ-7''.',
                                                lower(o_type.scope));
         END IF;
-        IF length(p_scope) > 64 OR p_scope ~ '[[:cntrl:]]' OR p_scope <> btrim(p_scope) THEN
+        IF length(p_scope) > 64 OR docnum._has_invisible(p_scope) OR p_scope <> btrim(p_scope) THEN
             RAISE EXCEPTION 'invalid scope value %', quote_literal(left(p_scope, 60))
                 USING ERRCODE = 'NB006',
-                      DETAIL = 'A scope value is 1 to 64 characters, without control characters or surrounding '
-                               'spaces.',
+                      DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format '
+                               'characters or surrounding spaces.',
                       HINT = 'Use a short stable identifier such as a project code.';
         END IF;
         o_scope := p_scope;
@@ -101,44 +128,105 @@ BEGIN
 END
 $$;
 
--- Finds or creates the counter of (type, scope, period) and takes its transaction-scoped lock, honouring the
--- type's lock_timeout unless the session's own limit is shorter (NB003 when it runs out). Two sessions creating
--- the same counter race safely: the loser waits for the winner and then reads its row. Returns the locked
--- counter row, read again under the lock.
+-- The limit an operation on a type's counters waits under, in milliseconds (0: none): the type's lock_timeout
+-- unless the session's own lock_timeout is shorter. One unit, whichever setting it came from.
+CREATE FUNCTION docnum._lock_limit_ms(p_type_limit interval) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_session bigint := ceil(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000);
+    v_type    bigint := ceil(extract(epoch FROM p_type_limit) * 1000);
+BEGIN
+    IF v_type IS NULL OR (v_session > 0 AND v_session < v_type) THEN
+        RETURN v_session;
+    END IF;
+    RETURN v_type;
+END
+$$;
+
+-- NB003: the counter of (type, scope, period) stayed busy for longer than the limit.
+CREATE FUNCTION docnum._raise_lock_timeout(p_type text, p_scope text, p_period text, p_limit_ms bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'timed out waiting for the % counter', p_type
+        USING ERRCODE = 'NB003',
+              DETAIL = pg_catalog.format('Counter (%s, %L, %L) was held by another transaction for longer than the '
+                                         'lock timeout (%s ms).', p_type, left(p_scope, 64), p_period, p_limit_ms),
+              HINT = 'Retry; if it persists, look for a long transaction that allocated from this counter '
+                     '(pg_stat_activity, state ''idle in transaction'').';
+END
+$$;
+
+-- Finds or creates the counter of (type, scope, period) and locks it for this transaction, waiting at most the
+-- limit of docnum._lock_limit_ms (NB003 when it runs out). Returns the locked counter row.
+-- What excludes other allocations is the counter's row lock (FOR NO KEY UPDATE), which only a role that may
+-- UPDATE docnum.counter can take: docnum_owner, that is docnum's own functions. In front of it, waiters queue on
+-- the counter's advisory lock, which the lock manager grants in arrival order, so every waiter gets its turn
+-- (a row lock lets a newcomer overtake the queue). Any role can take an advisory key, so that queue is only a
+-- hint: the wait for it is bounded, and a waiter that gives up goes on to the row lock. A stranger holding the
+-- key can cost fairness and a bounded delay, never an allocation.
+-- The counter is looked up before it is created: an INSERT ... ON CONFLICT would use up an identity value on
+-- every call.
 CREATE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
 RETURNS docnum.counter
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_counter docnum.counter;
-    v_session_lock_timeout text := current_setting('lock_timeout');
-    v_limit text := v_session_lock_timeout;
+    c_hint_ms     constant bigint := 100;   -- the longest wait in the fair queue
+    v_session     text := current_setting('lock_timeout');
+    v_limit_ms    bigint := docnum._lock_limit_ms(p_type.lock_timeout);
+    v_started     timestamptz := clock_timestamp();
+    v_left_ms     bigint;
+    v_counter_id  bigint;
+    v_counter     docnum.counter;
 BEGIN
-    IF p_type.lock_timeout IS NOT NULL
-       AND (v_session_lock_timeout = '0' OR p_type.lock_timeout < v_session_lock_timeout::interval) THEN
-        v_limit := p_type.lock_timeout::text;
-        PERFORM set_config('lock_timeout', (extract(epoch FROM p_type.lock_timeout) * 1000)::bigint::text, true);
+    SELECT c.counter_id INTO v_counter_id
+      FROM docnum.counter c
+     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
+    IF v_counter_id IS NULL THEN
+        -- A new counter. Another transaction creating the same one makes this INSERT wait for its outcome.
+        PERFORM set_config('lock_timeout', v_limit_ms::text, true);
+        BEGIN
+            INSERT INTO docnum.counter AS c (document_type, scope_value, period)
+            VALUES (p_type.code, p_scope, p_period)
+            ON CONFLICT ON CONSTRAINT counter_key DO NOTHING
+            RETURNING c.counter_id INTO v_counter_id;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM docnum._raise_lock_timeout(p_type.code, p_scope, p_period, v_limit_ms);
+        END;
+        IF v_counter_id IS NULL THEN
+            SELECT c.counter_id INTO STRICT v_counter_id
+              FROM docnum.counter c
+             WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
+        END IF;
     END IF;
+
+    -- The fair queue (a hint, see above).
+    PERFORM set_config('lock_timeout',
+                       CASE WHEN v_limit_ms = 0 THEN c_hint_ms ELSE least(v_limit_ms, c_hint_ms) END::text, true);
     BEGIN
-        INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-        VALUES (p_type.code, p_scope, p_period)
-        ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
-        SELECT c.* INTO STRICT v_counter
-          FROM docnum.counter c
-         WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
-        PERFORM pg_advisory_xact_lock(1685021550, v_counter.counter_id::integer);
+        PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
     EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION 'timed out waiting for the % counter', p_type.code
-            USING ERRCODE = 'NB003',
-                  DETAIL = pg_catalog.format('Counter (%s, %L, %L) is held by another transaction for longer than '
-                                             'the lock timeout (%s).', p_type.code, p_scope, p_period, v_limit),
-                  HINT = 'Retry; if it persists, look for a long transaction holding the counter '
-                         '(pg_locks, locktype advisory).';
+        NULL;  -- the holder may be no allocation at all: go on to the lock that decides
     END;
-    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
-    -- Re-read under the lock: the value may have moved while we waited.
-    SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter.counter_id;
+
+    -- The lock that decides, within what is left of the limit.
+    v_left_ms := CASE WHEN v_limit_ms = 0 THEN 0
+                      ELSE greatest(v_limit_ms - (extract(epoch FROM clock_timestamp() - v_started) * 1000)::bigint,
+                                    1) END;
+    PERFORM set_config('lock_timeout', v_left_ms::text, true);
+    BEGIN
+        SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter_id
+           FOR NO KEY UPDATE;
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM docnum._raise_lock_timeout(p_type.code, p_scope, p_period, v_limit_ms);
+    END;
+    PERFORM set_config('lock_timeout', v_session, true);
     RETURN v_counter;
 END
 $$;
@@ -147,7 +235,7 @@ $$;
 -- everything. Values that already have a ledger row, or whose text is taken, are skipped, never reused.
 CREATE FUNCTION docnum._issue(p_type docnum.document_type, p_scope text, p_date date, p_state text,
                               p_token uuid, p_expires_at timestamptz, p_actor text, p_document_ref text,
-                              p_metadata jsonb, p_operation text)
+                              p_metadata jsonb, p_operation text, p_request_id text DEFAULT NULL)
 RETURNS docnum.reservation
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -160,10 +248,7 @@ DECLARE
     v_value      bigint;
     v_number     text;
 BEGIN
-    -- A number survives a crash once the caller has it, whatever the session's synchronous_commit.
-    IF current_setting('synchronous_commit') = 'off' THEN
-        PERFORM set_config('synchronous_commit', 'on', true);
-    END IF;
+    PERFORM docnum._durable_commit();
     -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
     -- nothing to fill after {SEQ}).
     IF p_type.reset <> 'NEVER' THEN
@@ -209,14 +294,23 @@ BEGIN
                                                'max_value => ...).', p_type.code);
         END IF;
         INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, token,
-                                        actor, document_ref, metadata, expires_at, confirmed_at)
+                                        actor, document_ref, metadata, expires_at, confirmed_at, request_id)
         VALUES (p_type.code, v_counter_id, v_value,
                 v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail, p_state, p_token,
                 p_actor, p_document_ref, p_metadata, p_expires_at,
-                CASE WHEN p_state = 'confirmed' THEN now() END)
+                CASE WHEN p_state = 'confirmed' THEN now() END, p_request_id)
         ON CONFLICT DO NOTHING
         RETURNING l.document_number INTO v_number;
         EXIT WHEN v_number IS NOT NULL;
+        -- The row or text of this value exists (skip it), or another transaction has just committed a number for
+        -- the same request key (this one must not issue a second number for it).
+        IF p_request_id IS NOT NULL
+           AND EXISTS (SELECT FROM docnum.ledger l WHERE l.request_id = p_request_id) THEN
+            RAISE EXCEPTION 'request % was served by a concurrent transaction', left(p_request_id, 64)
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = 'Another transaction issued a number for the same request key while this one ran.',
+                      HINT = 'Retry the transaction: the retry returns the number already issued for the key.';
+        END IF;
         v_value := NULL;
     END LOOP;
 
@@ -238,11 +332,43 @@ BEGIN
 END
 $$;
 
+-- A request key names one call of reserve_number or next_number, so that a caller whose COMMIT got no answer
+-- can retry it safely. Returns what was issued for the key (NULL when nothing was, or it rolled back), after
+-- checking that the retry asks for the same thing (NB012 otherwise).
+CREATE FUNCTION docnum._replay(p_request_id text, p_type docnum.document_type, p_scope text, p_reserve boolean)
+RETURNS docnum.reservation
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row   docnum.ledger;
+    v_scope text;
+BEGIN
+    PERFORM docnum._check_text('request_id', p_request_id, 200);
+    SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.request_id = p_request_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT c.scope_value INTO v_scope FROM docnum.counter c WHERE c.counter_id = v_row.counter_id;
+    IF v_row.document_type <> p_type.code OR v_scope IS DISTINCT FROM p_scope
+       OR (v_row.token IS NOT NULL) <> p_reserve THEN
+        RAISE EXCEPTION 'request key % was used for another request', quote_literal(left(p_request_id, 64))
+            USING ERRCODE = 'NB012',
+                  DETAIL = pg_catalog.format('It was used by %s for %s, scope %L.',
+                                             CASE WHEN v_row.token IS NULL THEN 'next_number' ELSE 'reserve_number' END,
+                                             v_row.document_type, nullif(v_scope, '')),
+                  HINT = 'A request key names one request: use a new key for a new request.';
+    END IF;
+    RETURN ROW(v_row.token, v_row.document_number, v_row.sequence_value, v_row.expires_at)::docnum.reservation;
+END
+$$;
+
 -- Reserves the next number of a type for ttl (default: the type's reservation_ttl). The number is written to
--- the ledger and never issued again, whether it is later confirmed, cancelled or left to expire.
+-- the ledger and never issued again, whether it is later confirmed, cancelled or left to expire. With a
+-- request_id, a repeated call returns the reservation already made for it.
 CREATE FUNCTION docnum.reserve_number(
     document_type text, scope text DEFAULT NULL, actor text DEFAULT NULL, metadata jsonb DEFAULT NULL,
-    ttl interval DEFAULT NULL, document_date date DEFAULT NULL)
+    ttl interval DEFAULT NULL, document_date date DEFAULT NULL, request_id text DEFAULT NULL)
 RETURNS docnum.reservation
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -250,12 +376,19 @@ AS $$
 DECLARE
     v_prepared record;
     v_ttl interval;
+    v_done docnum.reservation;
 BEGIN
     v_prepared := docnum._prepare(reserve_number.document_type, reserve_number.scope, reserve_number.actor,
                                   reserve_number.document_date);
+    IF reserve_number.request_id IS NOT NULL THEN
+        v_done := docnum._replay(reserve_number.request_id, v_prepared.o_type, v_prepared.o_scope, true);
+        IF v_done.document_number IS NOT NULL THEN
+            RETURN v_done;
+        END IF;
+    END IF;
     v_ttl := coalesce(reserve_number.ttl, (v_prepared.o_type).reservation_ttl);
     IF v_ttl <= interval '0' OR v_ttl > interval '7 days' THEN
-        RAISE EXCEPTION 'invalid reservation ttl %', v_ttl
+        RAISE EXCEPTION 'invalid reservation ttl %', left(v_ttl::text, 60)
             USING ERRCODE = 'NB006', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
                   HINT = 'Pass ttl => interval ''10 minutes'', or NULL for the type''s default.';
     END IF;
@@ -265,15 +398,16 @@ BEGIN
     END IF;
     RETURN docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'reserved',
                          gen_random_uuid(), statement_timestamp() + v_ttl, reserve_number.actor, NULL,
-                         reserve_number.metadata, 'RESERVE');
+                         reserve_number.metadata, 'RESERVE', reserve_number.request_id);
 END
 $$;
 
 -- Allocates and confirms a number inside the caller's transaction: if that transaction rolls back, the
--- number, the counter increment and the audit row roll back with it, so the sequence stays gapless.
+-- number, the counter increment and the audit row roll back with it, so the sequence stays gapless. With a
+-- request_id, a repeated call returns the number already issued for it.
 CREATE FUNCTION docnum.next_number(
     document_type text, scope text DEFAULT NULL, actor text DEFAULT NULL, document_ref text DEFAULT NULL,
-    document_date date DEFAULT NULL)
+    document_date date DEFAULT NULL, request_id text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -286,8 +420,36 @@ BEGIN
     IF next_number.document_ref IS NOT NULL THEN
         PERFORM docnum._check_text('document_ref', next_number.document_ref, 500);
     END IF;
+    IF next_number.request_id IS NOT NULL THEN
+        RETURN coalesce((docnum._replay(next_number.request_id, v_prepared.o_type, v_prepared.o_scope,
+                                        false)).document_number,
+                        (docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'confirmed', NULL,
+                                       NULL, next_number.actor, next_number.document_ref, NULL, 'NEXT',
+                                       next_number.request_id)).document_number);
+    END IF;
     RETURN (docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'confirmed', NULL, NULL,
                           next_number.actor, next_number.document_ref, NULL, 'NEXT')).document_number;
+END
+$$;
+
+-- What was issued for a request key: one row once a reserve_number or next_number call with this request_id
+-- has committed, none otherwise (it never ran, or it rolled back). For a caller whose COMMIT got no answer.
+CREATE FUNCTION docnum.find_request(request_id text)
+RETURNS TABLE (document_type text, document_number text, state text, token uuid, expires_at timestamptz,
+               issued_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF find_request.request_id IS NULL THEN
+        RAISE EXCEPTION 'a request key is required'
+            USING ERRCODE = 'NB006', DETAIL = 'request_id was NULL.',
+                  HINT = 'Pass the request_id given to docnum.reserve_number() or docnum.next_number().';
+    END IF;
+    PERFORM docnum._check_text('request_id', find_request.request_id, 200);
+    RETURN QUERY
+    SELECT l.document_type, l.document_number, l.state, l.token, l.expires_at, l.issued_at
+      FROM docnum.ledger l WHERE l.request_id = find_request.request_id;
 END
 $$;
 

@@ -23,17 +23,27 @@ CREATE TYPE docnum._import_row AS (
     problem         text
 );
 
--- Reads a timestamp written by another system; NULL when it is not one.
+-- Reads a timestamp written by another system: an ISO 8601 date, optionally with a time and a UTC offset (Z, +07,
+-- +07:00 or UTC), in the years 1000 to 9999. NULL for anything else, including the special values PostgreSQL
+-- would accept ('infinity', 'epoch', 'now'...) and time zones it does not know.
 CREATE FUNCTION docnum._to_timestamptz(p_text text) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_value timestamptz;
 BEGIN
-    IF p_text IS NULL OR p_text !~ '^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}' THEN
+    IF p_text IS NULL OR length(p_text) > 64
+       OR p_text !~ ('^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?'
+                     '\s*([Zz]|UTC|[+-][0-9]{2}(:?[0-9]{2})?)?\s*$') THEN
         RETURN NULL;
     END IF;
-    RETURN p_text::timestamptz;
-EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_time_zone_displacement_value THEN
+    v_value := p_text::timestamptz;
+    IF NOT isfinite(v_value) OR extract(year FROM v_value) NOT BETWEEN 1000 AND 9999 THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_value;
+EXCEPTION WHEN data_exception THEN
     RETURN NULL;
 END
 $$;
@@ -50,6 +60,7 @@ DECLARE
     v_rows docnum._import_row[];
     v_session_lock_timeout text;
     v_lock_timeout interval;
+    v_limit_ms bigint;
 BEGIN
     PERFORM docnum._require_writable();
     PERFORM docnum._check_text('actor', import_numbers.actor, 200);
@@ -74,15 +85,18 @@ BEGIN
                    WHEN f.code IS NULL OR f.number IS NULL
                        THEN 'document_type and document_number are required'
                    WHEN t.code IS NULL THEN 'unknown document type ' || quote_literal(left(f.code, 60))
-                   WHEN length(f.number) > 300 OR f.number ~ '[[:cntrl:]]' THEN 'invalid document number'
+                   WHEN f.number = '' OR length(f.number) > 300 OR docnum._has_invisible(f.number)
+                       THEN 'invalid document number'
                    WHEN p.sequence_value IS NULL THEN 'does not match the format ' || t.format
                    WHEN t.scope IN ('PROJECT', 'CONTRACT')
-                        AND (length(p.scope_value) > 64 OR p.scope_value ~ '[[:cntrl:]]'
+                        AND (length(p.scope_value) > 64 OR docnum._has_invisible(p.scope_value)
                              OR p.scope_value <> btrim(p.scope_value)) THEN 'invalid scope value'
                    WHEN p.sequence_value > t.max_value THEN 'sequence value above max_value ' || t.max_value
                    WHEN f.created_at IS NOT NULL AND docnum._to_timestamptz(f.created_at) IS NULL
                        THEN 'invalid created_at ' || quote_literal(left(f.created_at, 40))
-                   WHEN length(f.document_ref) > 500 THEN 'document_ref longer than 500 characters'
+                   WHEN length(f.document_ref) > 500 OR docnum._has_invisible(f.document_ref)
+                       THEN 'invalid document_ref: 1 to 500 characters without control or invisible format '
+                            'characters'
                END AS problem
           FROM (SELECT i.n::integer AS n,
                        CASE WHEN jsonb_typeof(i.item) = 'object' THEN i.item ->> 'document_type' END AS code,
@@ -103,25 +117,34 @@ BEGIN
     SELECT max(t.lock_timeout) INTO v_lock_timeout
       FROM docnum.document_type t
      WHERE t.code IN (SELECT r.document_type FROM unnest(v_rows) r WHERE r.problem IS NULL);
-    IF v_lock_timeout IS NOT NULL
-       AND (v_session_lock_timeout = '0' OR v_lock_timeout < v_session_lock_timeout::interval) THEN
-        PERFORM set_config('lock_timeout', (extract(epoch FROM v_lock_timeout) * 1000)::bigint::text, true);
-    END IF;
+    v_limit_ms := docnum._lock_limit_ms(v_lock_timeout);
+    PERFORM set_config('lock_timeout', v_limit_ms::text, true);
     BEGIN
-        -- Creating a counter can wait too: for another transaction that is creating the same one.
+        -- Only missing counters are inserted (ON CONFLICT alone would use up an identity value for each existing
+        -- one). Creating a counter can wait: for another transaction that is creating the same one.
         INSERT INTO docnum.counter AS c (document_type, scope_value, period)
-        SELECT DISTINCT r.document_type, r.scope_value, r.period FROM unnest(v_rows) r WHERE r.problem IS NULL
+        SELECT DISTINCT r.document_type, r.scope_value, r.period
+          FROM unnest(v_rows) r
+         WHERE r.problem IS NULL
+           AND NOT EXISTS (SELECT FROM docnum.counter c2
+                            WHERE c2.document_type = r.document_type AND c2.scope_value = r.scope_value
+                              AND c2.period = r.period)
         ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
-        PERFORM pg_advisory_xact_lock(1685021550, k.counter_id::integer)
-           FROM (SELECT DISTINCT c.counter_id
-                   FROM unnest(v_rows) r
-                   JOIN docnum.counter c
-                     ON c.document_type = r.document_type AND c.scope_value = r.scope_value AND c.period = r.period
-                  WHERE r.problem IS NULL
-                  ORDER BY c.counter_id) k;
+        -- The counters' row locks (what excludes allocations, see docnum._lock_counter), taken in id order.
+        PERFORM FROM docnum.counter c
+         WHERE c.counter_id IN (SELECT c2.counter_id
+                                  FROM unnest(v_rows) r
+                                  JOIN docnum.counter c2
+                                    ON c2.document_type = r.document_type AND c2.scope_value = r.scope_value
+                                   AND c2.period = r.period
+                                 WHERE r.problem IS NULL)
+         ORDER BY c.counter_id
+           FOR NO KEY UPDATE;
     EXCEPTION WHEN lock_not_available THEN
         RAISE EXCEPTION 'timed out waiting for a counter to import into'
-            USING ERRCODE = 'NB003', DETAIL = 'Another transaction holds one of the counters of this batch.',
+            USING ERRCODE = 'NB003',
+                  DETAIL = pg_catalog.format('Another transaction held one of the counters of this batch for longer '
+                                             'than the lock timeout (%s ms).', v_limit_ms),
                   HINT = 'Retry the import; it changes nothing until it succeeds.';
     END;
     PERFORM set_config('lock_timeout', v_session_lock_timeout, true);

@@ -24,6 +24,7 @@ from docnum.errors import (
     ManualOverrideNotAllowed,
     NumberingUnavailable,
     NumberNotFound,
+    RequestKeyReused,
     ReservationExpired,
     SequenceExhausted,
     TypeAlreadyExists,
@@ -36,6 +37,7 @@ from docnum.models import (
     Finding,
     Gap,
     ImportResult,
+    RequestOutcome,
     Reservation,
 )
 
@@ -59,6 +61,8 @@ __all__ = [
     "NumberNotFound",
     "Numbering",
     "NumberingUnavailable",
+    "RequestKeyReused",
+    "RequestOutcome",
     "Reservation",
     "ReservationExpired",
     "ReservationHandle",

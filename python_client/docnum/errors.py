@@ -24,6 +24,7 @@ __all__ = [
     "ManualOverrideNotAllowed",
     "NumberNotFound",
     "NumberingUnavailable",
+    "RequestKeyReused",
     "ReservationExpired",
     "SequenceExhausted",
     "TypeAlreadyExists",
@@ -120,6 +121,10 @@ class TypeAlreadyExists(DocnumError, code="NB010"):
 
 class NumberNotFound(DocnumError, code="NB011"):
     """NB011: the number was never issued (``void`` / ``void_and_replace`` of an unknown number)."""
+
+
+class RequestKeyReused(DocnumError, code="NB012"):
+    """NB012: a ``request_id`` already named another request (another type, scope or function)."""
 
 
 def translate(exc: psycopg.Error) -> Exception:

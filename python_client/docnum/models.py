@@ -19,6 +19,7 @@ __all__ = [
     "Finding",
     "Gap",
     "ImportResult",
+    "RequestOutcome",
     "Reservation",
 ]
 
@@ -31,6 +32,18 @@ class Reservation:
     document_number: str
     sequence_value: int
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    """What a ``request_id`` was served with (``docnum.find_request``): the number and its state now."""
+
+    document_type: str
+    document_number: str
+    state: str
+    token: uuid.UUID | None
+    expires_at: datetime | None
+    issued_at: datetime
 
 
 @dataclass(frozen=True)
@@ -111,16 +124,19 @@ class CounterStatus:
 
 @dataclass(frozen=True)
 class Gap:
-    """A counter value at or below the counter with no ledger row (``docnum.gaps``).
+    """A range of counter values at or below the counter with no ledger row (``docnum.gaps``).
 
-    ``explained`` when a recorded skip covers it; ``source`` (MANUAL_OVERRIDE, SET_COUNTER, IMPORT),
-    ``reason``, ``actor`` and ``recorded_at`` come from the latest such skip, else they are None.
+    ``first_value``..``last_value`` (``value_count`` values) are wholly explained by one recorded skip or
+    wholly unexplained. ``explained`` when a skip covers them; ``source`` (MANUAL_OVERRIDE, SET_COUNTER,
+    IMPORT), ``reason``, ``actor`` and ``recorded_at`` come from the latest such skip, else they are None.
     """
 
     document_type: str
     scope_value: str
     period: str
-    sequence_value: int
+    first_value: int
+    last_value: int
+    value_count: int
     explained: bool
     source: str | None
     reason: str | None
@@ -130,11 +146,17 @@ class Gap:
 
 @dataclass(frozen=True)
 class Duplicate:
-    """A number used more than once (``docnum.check_duplicates``); ``found_in`` names one source per use."""
+    """A number used more than once (``docnum.check_duplicates``); ``found_in`` names one source per use.
 
-    document_number: str
-    occurrences: int
+    A registered table that could not be checked (dropped, its column dropped, renamed or retyped, no longer a
+    plain table, or not readable by the caller) comes as ``problem`` saying why, ``found_in`` its name and
+    ``document_number`` and ``occurrences`` None.
+    """
+
+    document_number: str | None
+    occurrences: int | None
     found_in: tuple[str, ...]
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

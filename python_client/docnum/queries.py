@@ -129,7 +129,7 @@ RESERVE_NUMBER = (
     "SELECT r.token, r.document_number, r.sequence_value, r.expires_at FROM docnum.reserve_number("
     "document_type => %(document_type)s::text, scope => %(scope)s::text, actor => %(actor)s::text,"
     " metadata => %(metadata)s::jsonb, ttl => %(ttl)s::interval,"
-    " document_date => %(document_date)s::date) AS r"
+    " document_date => %(document_date)s::date, request_id => %(request_id)s::text) AS r"
 )
 
 CONFIRM_NUMBER = (
@@ -146,7 +146,13 @@ CANCEL_NUMBER = (
 NEXT_NUMBER = (
     "SELECT docnum.next_number("
     "document_type => %(document_type)s::text, scope => %(scope)s::text, actor => %(actor)s::text,"
-    " document_ref => %(document_ref)s::text, document_date => %(document_date)s::date) AS document_number"
+    " document_ref => %(document_ref)s::text, document_date => %(document_date)s::date,"
+    " request_id => %(request_id)s::text) AS document_number"
+)
+
+FIND_REQUEST = (
+    "SELECT r.document_type, r.document_number, r.state, r.token, r.expires_at, r.issued_at"
+    " FROM docnum.find_request(request_id => %(request_id)s::text) AS r"
 )
 
 EXPIRE_RESERVATIONS = "SELECT docnum.expire_reservations() AS expired"
@@ -184,14 +190,17 @@ SEQUENCE_STATUS = (
     " ORDER BY s.document_type, s.scope_value, s.period"
 )
 
+#: One row per range of values, by type, scope, period and first value.
 GAPS = (
-    "SELECT g.document_type, g.scope_value, g.period, g.sequence_value, g.explained, g.source, g.reason,"
-    " g.actor, g.recorded_at"
+    "SELECT g.document_type, g.scope_value, g.period, g.first_value, g.last_value, g.value_count, g.explained,"
+    " g.source, g.reason, g.actor, g.recorded_at"
     " FROM docnum.gaps(document_type => %(document_type)s::text, scope => %(scope)s::text,"
     " period => %(period)s::text) AS g"
 )
 
-CHECK_DUPLICATES = "SELECT d.document_number, d.occurrences, d.found_in FROM docnum.check_duplicates() AS d"
+CHECK_DUPLICATES = (
+    "SELECT d.document_number, d.occurrences, d.found_in, d.problem FROM docnum.check_duplicates() AS d"
+)
 
 #: Empty when healthy; rows come grouped by check, in the function's order.
 VALIDATE = "SELECT v.check_name, v.severity, v.detail FROM docnum.validate() AS v"

@@ -74,11 +74,12 @@ BEGIN
         END IF;
         RETURN '';
     END IF;
-    IF p_scope IS NULL OR p_scope = '' OR length(p_scope) > 64 OR p_scope ~ '[[:cntrl:]]'
+    IF p_scope IS NULL OR p_scope = '' OR length(p_scope) > 64 OR docnum._has_invisible(p_scope)
        OR p_scope <> btrim(p_scope) THEN
         RAISE EXCEPTION 'invalid scope value %', coalesce(quote_literal(left(p_scope, 60)), 'NULL')
             USING ERRCODE = 'NB006',
-                  DETAIL = 'A scope value is 1 to 64 characters, without control characters or surrounding spaces.',
+                  DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format characters or '
+                           'surrounding spaces.',
                   HINT = pg_catalog.format('%s numbers are counted per %s.', p_type.code, lower(p_type.scope));
     END IF;
     RETURN p_scope;
@@ -126,7 +127,7 @@ BEGIN
 
     v_parsed := docnum._parse(v_type, override_number.document_number);
     IF v_parsed.sequence_value IS NULL AND NOT override_number.skip_validation THEN
-        RAISE EXCEPTION 'number % does not match the format of %', quote_literal(override_number.document_number),
+        RAISE EXCEPTION 'number % does not match the format of %', quote_literal(left(override_number.document_number, 60)),
                 v_type.code
             USING ERRCODE = 'NB006',
                   DETAIL = pg_catalog.format('The format is %s.', v_type.format),
@@ -323,10 +324,11 @@ BEGIN
     v_period := coalesce(set_counter.period,
                          docnum._period(v_type.reset, (now() AT TIME ZONE v_type.time_zone)::date));
     IF (v_type.reset = 'NEVER' AND v_period <> '')
-       OR (v_type.reset = 'YEARLY' AND v_period !~ '^[0-9]{4}$')
-       OR (v_type.reset = 'MONTHLY' AND v_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$') THEN
+       OR (v_type.reset = 'YEARLY' AND v_period !~ '^[1-9][0-9]{3}$')
+       OR (v_type.reset = 'MONTHLY' AND v_period !~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])$') THEN
         RAISE EXCEPTION 'invalid period % for a % reset', quote_literal(left(v_period, 20)), v_type.reset
-            USING ERRCODE = 'NB006', DETAIL = 'Periods are '''' (NEVER), ''2025'' (YEARLY) or ''2025-10'' (MONTHLY).',
+            USING ERRCODE = 'NB006',
+                  DETAIL = 'Periods are '''' (NEVER), ''2025'' (YEARLY) or ''2025-10'' (MONTHLY), years 1000 to 9999.',
                   HINT = 'Omit period for the current one.';
     END IF;
     v_counter := docnum._lock_counter(v_type, v_scope, v_period);

@@ -15,10 +15,11 @@ GRANT SELECT ON ALL TABLES IN SCHEMA docnum TO docnum_reader;
 GRANT SELECT ON docnum.document_type, docnum.counter, docnum.ledger TO docnum_app;
 
 GRANT EXECUTE ON FUNCTION
-    docnum.reserve_number(text, text, text, jsonb, interval, date),
+    docnum.reserve_number(text, text, text, jsonb, interval, date, text),
     docnum.confirm_number(uuid, text, text),
     docnum.cancel_number(uuid, text, text),
-    docnum.next_number(text, text, text, text, date),
+    docnum.next_number(text, text, text, text, date, text),
+    docnum.find_request(text),
     docnum.expire_reservations()
 TO docnum_app;
 

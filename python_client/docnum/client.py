@@ -13,6 +13,17 @@ Transactions
     a whole, so running it again is safe.  With a connection already inside a transaction the statement
     joins the caller's transaction; nothing is committed and nothing is retried.  No other error is ever
     retried, and the client never makes up a number: every number comes from the database.
+
+Connection poolers
+    The client works unchanged behind PgBouncer (or any pooler) in transaction pooling mode.  It keeps no
+    session state: no ``SET``, no session-level advisory lock, no temporary table, no ``LISTEN``; the
+    server-side cursor of ``audit_export`` lives inside a transaction.  And it never prepares a statement on
+    the server (``execute(..., prepare=False)``): a prepared statement belongs to the server connection that
+    ran it, which a transaction pooler hands to another client next, so psycopg's automatic preparation fails
+    there with ``prepared statement "_pg3_0" already exists`` (or "does not exist").  Each statement is one
+    function call whose planning costs nothing measurable; the functions' own queries are cached by PL/pgSQL
+    whatever the protocol.  Statements of your own on the same connections are your psycopg settings' affair:
+    create those connections or pools with ``prepare_threshold=None`` (see the README).
 """
 
 from __future__ import annotations
@@ -706,7 +717,7 @@ class Numbering:
     @staticmethod
     def _fetch(conn: psycopg.Connection[Any], call: _Call[T]) -> T:
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(call.query, call.params)
+            cur.execute(call.query, call.params, prepare=False)  # never prepared: see "Connection poolers"
             return call.result(cur.fetchall())
 
     def _stream(self, stream: _Stream[T], fetch_size: int) -> Generator[T, None, None]:
@@ -1076,7 +1087,7 @@ class AsyncNumbering:
     @staticmethod
     async def _fetch(conn: psycopg.AsyncConnection[Any], call: _Call[T]) -> T:
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(call.query, call.params)
+            await cur.execute(call.query, call.params, prepare=False)  # see "Connection poolers"
             return call.result(await cur.fetchall())
 
     async def _stream(self, stream: _Stream[T], fetch_size: int) -> AsyncGenerator[T, None]:

@@ -159,8 +159,16 @@ def test_status_and_gaps(dsn: str, numbering: Numbering) -> None:
     assert "2..4" in gaps.stdout and "paper numbers" in gaps.stdout
     assert "3 values never issued in 1 range; 0 unexplained" in gaps.stdout
     found = json.loads(run(dsn, "gaps", "--json").stdout)
-    assert [(g["sequence_value"], g["source"]) for g in found] == [(v, "SET_COUNTER") for v in (2, 3, 4)]
+    assert [(g["first_value"], g["last_value"], g["value_count"], g["source"]) for g in found] == [
+        (2, 4, 3, "SET_COUNTER")
+    ]
     assert run(dsn, "gaps", "RFA", "--scope", "P1").stdout == "no gaps\n"
+    assert json.loads(run(dsn, "gaps", "RFA", "--scope", "P1", "--json").stdout) == []
+
+    numbering.set_counter("COR", value=9000, reason="a jump")
+    big = run(dsn, "gaps", "COR")
+    assert big.exit_code == 0, big.output
+    assert "5..9000" in big.stdout and "8,999 values never issued in 2 ranges; 0 unexplained" in big.stdout
 
 
 def test_validate_and_check_duplicates_exit_codes(
@@ -173,7 +181,6 @@ def test_validate_and_check_duplicates_exit_codes(
     assert run(dsn, "check-duplicates").exit_code == 0
 
     db.execute("CREATE TABLE public.letters (doc_no text)")
-    db.execute("GRANT SELECT ON public.letters TO docnum_owner")
     db.execute(
         "SELECT docnum.register_document_table(table_name => 'public.letters', number_column => 'doc_no')"
     )
@@ -186,6 +193,7 @@ def test_validate_and_check_duplicates_exit_codes(
             "document_number": number,
             "occurrences": 3,
             "found_in": ["docnum.ledger", "public.letters", "public.letters"],
+            "problem": None,
         }
     ]
     assert number in run(dsn, "check-duplicates").stdout

@@ -199,7 +199,8 @@ def test_gaps_explains_each_kind_of_skip(db: Conn, cor: str) -> None:
     import_numbers(db, [import_row(cor, cor_number(9))], actor="carl")
 
     rows = [
-        (r["first_value"], r["last_value"], r["explained"], r["source"], r["reason"], r["actor"]) for r in gaps(db)
+        (r["first_value"], r["last_value"], r["explained"], r["source"], r["reason"], r["actor"])
+        for r in gaps(db)
     ]
 
     assert rows == [
@@ -225,7 +226,9 @@ def test_gaps_splits_a_hole_where_its_explanations_change(db: Conn, cor: str) ->
     set_counter(db, cor, 10, reason="again")  # explains 7..10, later still
     db.execute("UPDATE docnum.counter SET current_value = 14 WHERE document_type = 'COR'")  # 11..14: nothing
 
-    rows = [(r["first_value"], r["last_value"], r["value_count"], r["explained"], r["reason"]) for r in gaps(db)]
+    rows = [
+        (r["first_value"], r["last_value"], r["value_count"], r["explained"], r["reason"]) for r in gaps(db)
+    ]
 
     assert rows == [
         (2, 4, 3, True, "old jump"),
@@ -333,7 +336,9 @@ def test_register_document_table_needs_an_existing_column(db: Conn, invoices: st
 def test_register_document_table_records_and_audits_the_table(db: Conn, invoices: str) -> None:
     call(db, "register_document_table", table_name=invoices, number_column="doc_no", actor="dba")
 
-    registered = db.execute("SELECT schema_name::text, table_name::text, number_column::text FROM docnum.document_table")
+    registered = db.execute(
+        "SELECT schema_name::text, table_name::text, number_column::text FROM docnum.document_table"
+    )
     assert registered.fetchall() == [("public", "invoices", "doc_no")]
     audit = last_audit(db, "REGISTER_TABLE")
     assert audit["actor"] == "dba"
@@ -394,7 +399,8 @@ def test_check_duplicates_reports_a_number_in_two_tables(db: Conn, cor: str, inv
         "ALTER TABLE public.invoices RENAME COLUMN doc_no TO number",
         "ALTER TABLE public.invoices ALTER COLUMN doc_no TYPE integer USING NULL",
         "ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY",
-        "ALTER TABLE public.invoices RENAME TO invoices_old; CREATE VIEW public.invoices AS SELECT 'x'::text AS doc_no",
+        "ALTER TABLE public.invoices RENAME TO invoices_old;"
+        " CREATE VIEW public.invoices AS SELECT 'x'::text AS doc_no",
         "DROP SCHEMA app CASCADE",
     ],
     ids=["dropped", "column_dropped", "column_renamed", "column_retyped", "row_security", "view", "schema"],
@@ -446,7 +452,10 @@ def test_register_document_table_accepts_a_partitioned_table(db: Conn, cor: str)
 
     (duplicate,) = call_rows(db, "check_duplicates")
 
-    assert (duplicate["occurrences"], duplicate["found_in"]) == (3, ["docnum.ledger", "public.invoices", "public.invoices"])
+    assert (duplicate["occurrences"], duplicate["found_in"]) == (
+        3,
+        ["docnum.ledger", "public.invoices", "public.invoices"],
+    )
 
 
 # --- validate -------------------------------------------------------------------------------------

@@ -484,11 +484,15 @@ def test_a_column_of_a_user_defined_type_is_never_read(
 
     plant(db, "public", "invoices", "doc_no")
     assert unchecked(check_duplicates_rows(admin)) == ["public.invoices"]
-    assert [c for c, _ in validate_findings(as_role(connect, "docnum_reader"))] == ["document_table_unchecked"]
+    assert [c for c, _ in validate_findings(as_role(connect, "docnum_reader"))] == [
+        "document_table_unchecked"
+    ]
     assert_attack_never_ran(db, state)
 
 
-def test_a_table_with_row_security_is_never_read(db: Conn, connect: Connect, cor: str, attack_log: str) -> None:
+def test_a_table_with_row_security_is_never_read(
+    db: Conn, connect: Connect, cor: str, attack_log: str
+) -> None:
     db.execute("CREATE TABLE public.invoices (doc_no text)")
     db.execute("INSERT INTO public.invoices VALUES ('COR-00001'), ('COR-00001')")
     db.execute("ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY")
@@ -502,7 +506,9 @@ def test_a_table_with_row_security_is_never_read(db: Conn, connect: Connect, cor
 
     plant(db, "public", "invoices", "doc_no")
     assert unchecked(check_duplicates_rows(admin)) == ["public.invoices"]
-    assert [c for c, _ in validate_findings(as_role(connect, "docnum_reader"))] == ["document_table_unchecked"]
+    assert [c for c, _ in validate_findings(as_role(connect, "docnum_reader"))] == [
+        "document_table_unchecked"
+    ]
     assert_attack_never_ran(db, state)
 
 
@@ -552,7 +558,9 @@ def test_docnum_s_own_catalog_and_temporary_tables_cannot_be_registered(
     assert footprint(db) == before
 
 
-def test_reports_read_registered_tables_with_the_caller_s_rights(db: Conn, connect: Connect, cor: str) -> None:
+def test_reports_read_registered_tables_with_the_caller_s_rights(
+    db: Conn, connect: Connect, cor: str
+) -> None:
     number = next_number(db, cor)
     db.execute("CREATE TABLE public.invoices (doc_no varchar(40))")
     db.execute("INSERT INTO public.invoices VALUES (%s), (%s)", (number, number))
@@ -560,9 +568,9 @@ def test_reports_read_registered_tables_with_the_caller_s_rights(db: Conn, conne
     reader = as_role(connect, "docnum_reader")
 
     # docnum_owner could read it no more than the reader can: a finding, not an error, not a silent pass.
-    assert db.execute("SELECT has_table_privilege('docnum_owner', 'public.invoices', 'SELECT')").fetchone() == (
-        False,
-    )
+    assert db.execute(
+        "SELECT has_table_privilege('docnum_owner', 'public.invoices', 'SELECT')"
+    ).fetchone() == (False,)
     (finding,) = validate_findings(reader)
     assert finding[0] == "document_table_unchecked" and "docnum_reader may not read it" in finding[1]
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -173,6 +173,12 @@ def _json_value(value: object) -> object:
 
 def _print_json(value: object) -> None:
     typer.echo(json.dumps(value, default=_json_value, ensure_ascii=False, indent=2))
+
+
+def _json_item(value: object) -> str:
+    """One element of a JSON array printed piece by piece, laid out as ``_print_json`` lays out a list."""
+    text = json.dumps(value, default=_json_value, ensure_ascii=False, indent=2)
+    return "\n".join("  " + line for line in text.splitlines())
 
 
 Actor = Annotated[
@@ -650,22 +656,32 @@ def gaps(
     period: Period = None,
     as_json: AsJson = False,
 ) -> None:
-    """List counter values never issued, each with its recorded reason (or none: an unexplained gap)."""
+    """List ranges of counter values never issued, each with its recorded reason (or none: unexplained)."""
+    ranges = values = unexplained = 0
     with _numbering(ctx) as numbering:
-        found = numbering.gaps(document_type, scope=scope, period=period)
+        found = closing(numbering.iter_gaps(document_type, scope=scope, period=period))
+        # Printed as they come from a server-side cursor: any number of ranges fits in memory.
+        with found as stream:
+            for gap in stream:
+                if as_json:
+                    item = _json_item(dataclasses.asdict(gap))
+                    typer.echo(("[\n" if ranges == 0 else ",\n") + item, nl=False)
+                else:
+                    if ranges == 0:
+                        out.print(_GAP_HEADER, highlight=False, soft_wrap=True)
+                    out.print(_gap_line(gap), highlight=False, soft_wrap=True)
+                ranges += 1
+                values += gap.value_count
+                unexplained += 0 if gap.explained else gap.value_count
     if as_json:
-        _print_json([dataclasses.asdict(gap) for gap in found])
-        return
-    if not found:
+        typer.echo("[]" if ranges == 0 else "\n]")
+    elif ranges == 0:
         out.print("no gaps")
-        return
-    ranges = _gap_ranges(found)
-    out.print(_gaps_table(ranges))
-    unexplained = sum(1 for gap in found if not gap.explained)
-    out.print(
-        f"{len(found):,} value{'' if len(found) == 1 else 's'} never issued in {len(ranges):,}"
-        f" range{'' if len(ranges) == 1 else 's'}; {unexplained:,} unexplained"
-    )
+    else:
+        out.print(
+            f"{values:,} value{'' if values == 1 else 's'} never issued in {ranges:,}"
+            f" range{'' if ranges == 1 else 's'}; {unexplained:,} unexplained"
+        )
 
 
 @app.command("check-duplicates")
@@ -683,8 +699,12 @@ def check_duplicates(ctx: typer.Context, as_json: AsJson = False) -> None:
         table.add_column("uses", justify="right")
         table.add_column("found in", overflow="fold")
         for duplicate in duplicates:
+            if duplicate.problem is not None:  # a registered table that could not be checked
+                where, why = escape(", ".join(duplicate.found_in)), escape(duplicate.problem)
+                table.add_row("-", "-", f"{where}: [red]not checked[/red]: {why}")
+                continue
             table.add_row(
-                escape(duplicate.document_number),
+                escape(duplicate.document_number or ""),
                 str(duplicate.occurrences),
                 escape(", ".join(duplicate.found_in)),
             )
@@ -933,55 +953,23 @@ def _status_table(counters: list[CounterStatus]) -> Table:
     return table
 
 
-@dataclasses.dataclass(frozen=True)
-class _GapRange:
-    first: Gap
-    last_value: int
-    count: int
+_GAP_HEADER = f"{'type':<8} {'scope':<12} {'period':<8} {'values':>27} {'count':>17}  explanation"
 
 
-def _gap_ranges(found: list[Gap]) -> list[_GapRange]:
-    """Consecutive values of one counter with the same explanation, as one range each."""
-    ranges: list[_GapRange] = []
-    for gap in found:
-        if ranges:
-            previous = ranges[-1]
-            same = dataclasses.replace(previous.first, sequence_value=0) == dataclasses.replace(
-                gap, sequence_value=0
-            )
-            if same and gap.sequence_value == previous.last_value + 1:
-                ranges[-1] = _GapRange(previous.first, gap.sequence_value, previous.count + 1)
-                continue
-        ranges.append(_GapRange(gap, gap.sequence_value, 1))
-    return ranges
-
-
-def _gaps_table(ranges: list[_GapRange]) -> Table:
-    table = Table(title="values never issued", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("type", "scope", "period", "values", "count"):
-        table.add_column(column, no_wrap=True, justify="right" if column == "count" else "left")
-    table.add_column("explanation", overflow="fold")
-    for gap_range in ranges:
-        gap = gap_range.first
-        values = str(gap.sequence_value)
-        if gap_range.count > 1:
-            values += f"..{gap_range.last_value}"
-        if gap.explained:
-            who = ", ".join(part for part in (gap.actor, _when(gap.recorded_at)) if part)
-            explanation = escape(
-                f"{gap.source}: {gap.reason or 'no reason given'}" + (f" ({who})" if who else "")
-            )
-        else:
-            explanation = "[red]unexplained[/red]"
-        table.add_row(
-            escape(gap.document_type),
-            escape(gap.scope_value) or "-",
-            gap.period or "-",
-            values,
-            f"{gap_range.count:,}",
-            explanation,
+def _gap_line(gap: Gap) -> str:
+    """One range of ``docnum gaps``, a line of its own (the output is streamed, not laid out as a table)."""
+    values = str(gap.first_value) if gap.value_count == 1 else f"{gap.first_value}..{gap.last_value}"
+    if gap.explained:
+        who = ", ".join(part for part in (gap.actor, _when(gap.recorded_at)) if part)
+        explanation = escape(
+            f"{gap.source}: {gap.reason or 'no reason given'}" + (f" ({who})" if who else "")
         )
-    return table
+    else:
+        explanation = "[red]unexplained[/red]"
+    return (
+        f"{escape(gap.document_type):<8} {escape(gap.scope_value) or '-':<12} {gap.period or '-':<8}"
+        f" {values:>27} {gap.value_count:>17,}  {explanation}"
+    )
 
 
 def _import_summary(summary: ImportSummary) -> str:

@@ -170,7 +170,8 @@ def _gap_rows(rows: list[Row]) -> list[Gap]:
 
 def _duplicates(rows: list[Row]) -> list[Duplicate]:
     return [
-        Duplicate(row["document_number"], row["occurrences"], tuple(row["found_in"] or ())) for row in rows
+        Duplicate(row["document_number"], row["occurrences"], tuple(row["found_in"] or ()), row["problem"])
+        for row in rows
     ]
 
 
@@ -356,6 +357,15 @@ def _status(document_type: str | None) -> _Call[list[CounterStatus]]:
 def _gaps(document_type: str | None, *, scope: str | None, period: str | None) -> _Call[list[Gap]]:
     params = {"document_type": document_type, "scope": scope, "period": period}
     return _Call(queries.GAPS, params, _gap_rows)
+
+
+def _gap(row: Row) -> Gap:
+    return Gap(**row)
+
+
+def _gaps_stream(document_type: str | None, *, scope: str | None, period: str | None) -> _Stream[Gap]:
+    params = {"document_type": document_type, "scope": scope, "period": period}
+    return _Stream(queries.GAPS, params, _gap, f"docnum_gaps_{uuid.uuid4().hex}")
 
 
 def _check_duplicates() -> _Call[list[Duplicate]]:
@@ -603,7 +613,9 @@ class Numbering:
     ) -> None:
         """Have ``check_duplicates`` also inspect ``table_name.number_column`` of the application.
 
-        ``table_name`` is resolved with the session's search_path; docnum_owner needs SELECT on it.
+        ``table_name`` is resolved with the session's search_path and must be a plain (or partitioned) table
+        without row level security whose column is text or varchar (else NB006). It is read with the rights of
+        whoever runs ``check_duplicates``/``validate``, never docnum_owner's: grant them SELECT on it.
         """
         self._execute(_register_document_table(table_name, number_column, actor=actor))
 
@@ -616,8 +628,19 @@ class Numbering:
     def gaps(
         self, document_type: str | None = None, *, scope: str | None = None, period: str | None = None
     ) -> list[Gap]:
-        """Counter values never issued, each with the recorded reason or none (``docnum.gaps``)."""
+        """Counter values never issued, as ranges, each with the recorded reason or none (``docnum.gaps``)."""
         return self._execute(_gaps(document_type, scope=scope, period=period))
+
+    def iter_gaps(
+        self,
+        document_type: str | None = None,
+        *,
+        scope: str | None = None,
+        period: str | None = None,
+        fetch_size: int = DEFAULT_FETCH_SIZE,
+    ) -> Generator[Gap, None, None]:
+        """:meth:`gaps` read lazily through a server-side cursor (see :meth:`audit_export` for its terms)."""
+        return self._stream(_gaps_stream(document_type, scope=scope, period=period), fetch_size)
 
     def check_duplicates(self) -> list[Duplicate]:
         """Numbers used twice in the ledger or in the registered tables (``docnum.check_duplicates``)."""
@@ -995,8 +1018,19 @@ class AsyncNumbering:
     async def gaps(
         self, document_type: str | None = None, *, scope: str | None = None, period: str | None = None
     ) -> list[Gap]:
-        """Counter values never issued, each with the recorded reason or none (``docnum.gaps``)."""
+        """Counter values never issued, as ranges, each with the recorded reason or none (``docnum.gaps``)."""
         return await self._execute(_gaps(document_type, scope=scope, period=period))
+
+    def iter_gaps(
+        self,
+        document_type: str | None = None,
+        *,
+        scope: str | None = None,
+        period: str | None = None,
+        fetch_size: int = DEFAULT_FETCH_SIZE,
+    ) -> AsyncGenerator[Gap, None]:
+        """:meth:`gaps` read lazily: ``async for gap in ...``; see :meth:`Numbering.iter_gaps`."""
+        return self._stream(_gaps_stream(document_type, scope=scope, period=period), fetch_size)
 
     async def check_duplicates(self) -> list[Duplicate]:
         """Numbers used twice in the ledger or in the registered tables (``docnum.check_duplicates``)."""

@@ -140,6 +140,16 @@ BEGIN
                                  WHERE r.problem IS NULL)
          ORDER BY c.counter_id
            FOR NO KEY UPDATE;
+        -- And, where free, their places in the fair queue: an allocation then waits for this import in the queue,
+        -- under its own lock limit, rather than on the row lock its fast path would otherwise meet.
+        PERFORM pg_try_advisory_xact_lock(1685021550, c.counter_id::integer)
+           FROM docnum.counter c
+          WHERE c.counter_id IN (SELECT c2.counter_id
+                                   FROM unnest(v_rows) r
+                                   JOIN docnum.counter c2
+                                     ON c2.document_type = r.document_type AND c2.scope_value = r.scope_value
+                                    AND c2.period = r.period
+                                  WHERE r.problem IS NULL);
     EXCEPTION WHEN lock_not_available THEN
         RAISE EXCEPTION 'timed out waiting for a counter to import into'
             USING ERRCODE = 'NB003',

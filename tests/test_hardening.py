@@ -443,3 +443,16 @@ def test_error_messages_stay_small_whatever_the_input(db: Conn, cor: str) -> Non
         size = sum(len(part or "") for part in (diag.message_primary, diag.message_detail, diag.message_hint))
         assert size < 2000, (function, list(arguments), size)
     assert footprint(db) == before
+
+
+def test_an_allocation_waiting_for_an_import_keeps_its_lock_limit(db: Conn, connect: Connect) -> None:
+    define(db, "LCK", "{TYPE}-{SEQ:4}", lock_timeout="200 milliseconds")
+    next_number(db, "LCK")
+    importer = connect()
+    rows = psycopg.types.json.Jsonb([{"document_type": "LCK", "document_number": "LCK-0005"}])
+    importer.execute("SELECT * FROM docnum.import_numbers(%s)", (rows,))
+    waiter = connect(autocommit=True)
+    waiter.execute("SET statement_timeout = '10s'")
+    expect_error("NB003", lambda: next_number(waiter, "LCK"))
+    importer.commit()
+    assert next_number(waiter, "LCK") == "LCK-0006"

@@ -62,6 +62,7 @@ from docnum.models import (
     Finding,
     Gap,
     ImportResult,
+    RequestOutcome,
     Reservation,
 )
 
@@ -250,6 +251,7 @@ def _reserve(
     metadata: Mapping[str, Any] | None,
     ttl: Interval | None,
     document_date: date | None,
+    request_id: str | None,
 ) -> _Call[Reservation]:
     params = {
         "document_type": document_type,
@@ -258,6 +260,7 @@ def _reserve(
         "metadata": _jsonb(metadata),
         "ttl": ttl,
         "document_date": document_date,
+        "request_id": request_id,
     }
     return _Call(queries.RESERVE_NUMBER, params, _reservation)
 
@@ -279,6 +282,7 @@ def _next_number(
     actor: str | None,
     document_ref: str | None,
     document_date: date | None,
+    request_id: str | None,
 ) -> _Call[str]:
     params = {
         "document_type": document_type,
@@ -286,8 +290,17 @@ def _next_number(
         "actor": actor,
         "document_ref": document_ref,
         "document_date": document_date,
+        "request_id": request_id,
     }
     return _Call(queries.NEXT_NUMBER, params, _document_number)
+
+
+def _request_outcome(rows: list[Row]) -> RequestOutcome | None:
+    return RequestOutcome(**rows[0]) if rows else None
+
+
+def _find_request(request_id: str) -> _Call[RequestOutcome | None]:
+    return _Call(queries.FIND_REQUEST, {"request_id": request_id}, _request_outcome)
 
 
 def _expire_reservations() -> _Call[int]:
@@ -505,6 +518,7 @@ class Numbering:
         metadata: Mapping[str, Any] | None = None,
         ttl: Interval | None = None,
         document_date: date | None = None,
+        request_id: str | None = None,
     ) -> Reservation:
         """Hold the next number until it is confirmed, cancelled or expires (``docnum.reserve_number``)."""
         return self._execute(
@@ -515,6 +529,7 @@ class Numbering:
                 metadata=metadata,
                 ttl=ttl,
                 document_date=document_date,
+                request_id=request_id,
             )
         )
 
@@ -534,8 +549,13 @@ class Numbering:
         actor: str | None = None,
         document_ref: str | None = None,
         document_date: date | None = None,
+        request_id: str | None = None,
     ) -> str:
-        """Issue and confirm the next number in one step (``docnum.next_number``)."""
+        """Issue and confirm the next number in one step (``docnum.next_number``).
+
+        With ``request_id``, a retry of the same call (after a COMMIT whose answer was lost) returns the
+        number already issued for it instead of a new one.
+        """
         return self._execute(
             _next_number(
                 document_type,
@@ -543,8 +563,13 @@ class Numbering:
                 actor=actor,
                 document_ref=document_ref,
                 document_date=document_date,
+                request_id=request_id,
             )
         )
+
+    def find_request(self, request_id: str) -> RequestOutcome | None:
+        """What was issued for ``request_id``, or None when nothing committed (``docnum.find_request``)."""
+        return self._execute(_find_request(request_id))
 
     def expire_reservations(self) -> int:
         """Expire reservations past their ``expires_at``; return how many (``docnum.expire_reservations``)."""
@@ -904,6 +929,7 @@ class AsyncNumbering:
         metadata: Mapping[str, Any] | None = None,
         ttl: Interval | None = None,
         document_date: date | None = None,
+        request_id: str | None = None,
     ) -> Reservation:
         """Hold the next number until it is confirmed, cancelled or expires (``docnum.reserve_number``)."""
         return await self._execute(
@@ -914,6 +940,7 @@ class AsyncNumbering:
                 metadata=metadata,
                 ttl=ttl,
                 document_date=document_date,
+                request_id=request_id,
             )
         )
 
@@ -935,8 +962,13 @@ class AsyncNumbering:
         actor: str | None = None,
         document_ref: str | None = None,
         document_date: date | None = None,
+        request_id: str | None = None,
     ) -> str:
-        """Issue and confirm the next number in one step (``docnum.next_number``)."""
+        """Issue and confirm the next number in one step (``docnum.next_number``).
+
+        With ``request_id``, a retry of the same call (after a COMMIT whose answer was lost) returns the
+        number already issued for it instead of a new one.
+        """
         return await self._execute(
             _next_number(
                 document_type,
@@ -944,8 +976,13 @@ class AsyncNumbering:
                 actor=actor,
                 document_ref=document_ref,
                 document_date=document_date,
+                request_id=request_id,
             )
         )
+
+    async def find_request(self, request_id: str) -> RequestOutcome | None:
+        """What was issued for ``request_id``, or None when nothing committed (``docnum.find_request``)."""
+        return await self._execute(_find_request(request_id))
 
     async def expire_reservations(self) -> int:
         """Expire reservations past their ``expires_at``; return how many (``docnum.expire_reservations``)."""

@@ -70,7 +70,7 @@ BEGIN
                   HINT = 'For example ''COR'' or ''RFA_2''.';
     END IF;
     IF v_scope IS NULL OR v_scope NOT IN ('GLOBAL', 'PROJECT', 'CONTRACT', 'YEARLY', 'MONTHLY') THEN
-        RAISE EXCEPTION 'invalid scope %', coalesce(quote_literal(define_type.scope), 'NULL')
+        RAISE EXCEPTION 'invalid scope %', coalesce(quote_literal(left(define_type.scope, 60)), 'NULL')
             USING ERRCODE = 'NB006', DETAIL = 'scope is one of GLOBAL, PROJECT, CONTRACT, YEARLY, MONTHLY.',
                   HINT = 'PROJECT and CONTRACT take a scope value at allocation; YEARLY and MONTHLY reset.';
     END IF;
@@ -78,7 +78,8 @@ BEGIN
         v_reset := CASE v_scope WHEN 'YEARLY' THEN 'YEARLY' WHEN 'MONTHLY' THEN 'MONTHLY' ELSE 'NEVER' END;
     ELSIF v_reset NOT IN ('NEVER', 'YEARLY', 'MONTHLY')
           OR (v_scope IN ('YEARLY', 'MONTHLY') AND v_reset <> v_scope) THEN
-        RAISE EXCEPTION 'invalid reset % for scope %', quote_literal(define_type.reset), v_scope
+        RAISE EXCEPTION 'invalid reset % for scope %', quote_literal(left(define_type.reset, 60)),
+                left(v_scope, 60)
             USING ERRCODE = 'NB006',
                   DETAIL = 'reset is NEVER, YEARLY or MONTHLY; a YEARLY or MONTHLY scope implies its own reset.',
                   HINT = 'For a per-project counter restarting each year: scope => ''PROJECT'', reset => ''YEARLY''.';
@@ -120,17 +121,13 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'document type % already exists with another definition', define_type.code
             USING ERRCODE = 'NB010',
-                  DETAIL = pg_catalog.format('Existing: %s', docnum._type_json(v_existing)),
+                  DETAIL = pg_catalog.format('Existing: %s', left(docnum._type_json(v_existing)::text, 1000)),
                   HINT = 'Change it with docnum.alter_type(); scope and reset cannot change.';
     END IF;
-    -- Same text around {SEQ} means overlapping numbers, whatever the widths ({SEQ:2} and {SEQ:3} meet at 100).
-    IF EXISTS (SELECT 1 FROM docnum.document_type t
-                WHERE t.render_head || '{SEQ}' || t.render_tail = v_new.render_head || '{SEQ}' || v_new.render_tail)
-    THEN
-        RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(define_type.format)
-            USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
-                  HINT = 'Include {TYPE} or a distinct prefix in the format.';
-    END IF;
+    -- Two counters never render the same text: not within this template, nor beside any other type's (current or
+    -- former) template. See the rule in 20_format.sql.
+    PERFORM docnum._check_template(v_new.code, v_new.format, v_new.scope, v_new.reset,
+                                   v_new.render_head || '{SEQ}' || v_new.render_tail);
 
     INSERT INTO docnum.document_type (code, format, scope, reset, time_zone, max_value, reservation_ttl,
                                       lock_timeout, allow_manual_override, metadata, created_at, updated_at,
@@ -195,13 +192,20 @@ BEGIN
         v_new.seq_width := v_compiled.seq_width;
         v_new.parse_pattern := v_compiled.parse_pattern;
         v_new.parse_groups := v_compiled.parse_groups;
-        IF EXISTS (SELECT 1 FROM docnum.document_type t
-                    WHERE t.code <> v_old.code
-                      AND t.render_head || '{SEQ}' || t.render_tail
-                          = v_new.render_head || '{SEQ}' || v_new.render_tail) THEN
-            RAISE EXCEPTION 'format % renders the same numbers as another type', quote_literal(alter_type.format)
-                USING ERRCODE = 'NB006', DETAIL = 'Two types would compete for the same document numbers.',
-                      HINT = 'Include {TYPE} or a distinct prefix in the format.';
+        PERFORM docnum._check_template(v_old.code, v_new.format, v_old.scope, v_old.reset,
+                                       v_new.render_head || '{SEQ}' || v_new.render_tail);
+        -- A {YY} format cannot take over a resetting counter of a year outside 2000..2099.
+        SELECT c.period INTO v_bad
+          FROM docnum.counter c
+         WHERE c.document_type = v_old.code AND NOT docnum._period_fits(v_new.parse_groups, c.period)
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'format % cannot show period % of %', quote_literal(left(alter_type.format, 60)),
+                    v_bad.period, v_old.code
+                USING ERRCODE = 'NB006',
+                      DETAIL = '{YY} reads back as a year of 2000..2099, and the type has a counter of another '
+                               'year.',
+                      HINT = 'Keep {YYYY} in the format.';
         END IF;
         -- No existing number may read as a different number of this type under the new template.
         SELECT l.document_number, l.document_type INTO v_bad
@@ -213,10 +217,12 @@ BEGIN
                 OR p.scope_value IS DISTINCT FROM c.scope_value OR p.period IS DISTINCT FROM c.period)
          LIMIT 1;
         IF FOUND THEN
-            RAISE EXCEPTION 'format % would make % ambiguous', quote_literal(alter_type.format), v_bad.document_number
+            RAISE EXCEPTION 'format % would make % ambiguous', quote_literal(left(alter_type.format, 60)),
+                    quote_literal(left(v_bad.document_number, 60))
                 USING ERRCODE = 'NB006',
                       DETAIL = pg_catalog.format('Existing number %s (type %s) would read as a different %s number.',
-                                                 v_bad.document_number, v_bad.document_type, v_old.code),
+                                                 left(v_bad.document_number, 60), v_bad.document_type,
+                                                 v_old.code),
                       HINT = 'Choose a format whose numbers cannot be confused with existing ones (e.g. a new '
                              'prefix).';
         END IF;

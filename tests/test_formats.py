@@ -156,6 +156,11 @@ REFUSED_TEMPLATES: list[tuple[str, str | None, dict[str, Any]]] = [
     ("MONTHLY reset without a month", "{SCOPE}/{YYYY}/{SEQ:4}", {"scope": "PROJECT", "reset": "MONTHLY"}),
     ("SCOPE then SEQ adjacent", "{TYPE}/{SCOPE}{SEQ}", {"scope": "PROJECT"}),
     ("SEQ then SCOPE adjacent", "{TYPE}/{SEQ}{SCOPE}", {"scope": "PROJECT"}),
+    # Only digits between {SCOPE} and {SEQ}: scope A01 value 1 and scope A value 100001 are both A0100001.
+    ("digit between SCOPE and SEQ", "{SCOPE}0{SEQ:4}", {"scope": "PROJECT"}),
+    ("digit between SEQ and SCOPE", "{TYPE}-{SEQ}9{SCOPE}", {"scope": "PROJECT"}),
+    ("padded SEQ right after SCOPE", "{SCOPE}{SEQ:4}", {"scope": "PROJECT"}),
+    ("only digits between SCOPE and SEQ", "{SCOPE}0{YYYY}0{SEQ:2}", {"scope": "PROJECT"}),
     ("unclosed brace", "{TYPE-{SEQ}", {}),
     ("unclosed brace at the end", "{TYPE}-{SEQ", {}),
     ("stray closing brace", "{TYPE}}-{SEQ}", {}),

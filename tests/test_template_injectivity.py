@@ -8,6 +8,7 @@ only the padding of {SEQ} when its old and new templates can meet; {YY} with a r
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -17,9 +18,10 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from admin_helpers import validate
-from helpers import call, define, expect_error, footprint, next_number
+from helpers import call, define, expect_error, footprint, in_thread, next_number, wait_until_blocked
 
 Conn = psycopg.Connection[Any]
+Connect = Callable[..., Conn]
 
 
 def alter(conn: Conn, document_type: str, **arguments: Any) -> dict[str, Any]:
@@ -106,6 +108,18 @@ def read_back(db: Conn, code: str, number: str) -> tuple[Any, ...]:
     ).fetchone()
     assert row is not None
     return tuple(row)
+
+
+def test_two_definitions_that_meet_cannot_both_pass_the_check(db: Conn, connect: Connect) -> None:
+    # The check reads the other types' templates under a lock only docnum's owner can take: the second
+    # definition waits for the first to commit, then sees its template and is refused.
+    first, second = connect(), connect(autocommit=True)
+    define(first, "AAA", "GL{SEQ:3}")
+    waiting = in_thread(lambda: expect_error("NB006", lambda: define(second, "BBB", "GL0{SEQ}")))
+    assert wait_until_blocked(db, second.info.backend_pid) == [first.info.backend_pid]
+    first.commit()
+    assert "AAA" in (waiting.result(timeout=10).diag.message_detail or "")
+    assert db.execute("SELECT array_agg(code) FROM docnum.document_type").fetchone() == (["AAA"],)
 
 
 # --- Former templates ---------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ BEGIN
             USING ERRCODE = 'NB006', DETAIL = 'time_zone must be an IANA time zone name.',
                   HINT = 'For example ''UTC'', ''Asia/Bangkok'' or ''Europe/Paris''.';
     END IF;
-    IF p_max_value IS NOT NULL AND p_max_value < 1 THEN
+    IF p_max_value IS NOT NULL AND p_max_value NOT BETWEEN 1 AND 9223372036854775806 THEN
         RAISE EXCEPTION 'invalid max_value %', p_max_value
-            USING ERRCODE = 'NB006', DETAIL = 'max_value must be at least 1.',
+            USING ERRCODE = 'NB006', DETAIL = 'max_value lies between 1 and 9223372036854775806 (2^63 - 2).',
                   HINT = 'Omit it to use the largest value the {SEQ:n} padding can show.';
     END IF;
     IF p_ttl IS NULL OR p_ttl <= interval '0' OR p_ttl > interval '7 days' THEN
@@ -100,7 +100,7 @@ BEGIN
     v_new.reset := v_reset;
     v_new.time_zone := define_type.time_zone;
     v_new.max_value := coalesce(define_type.max_value,
-                                CASE WHEN v_compiled.seq_width = 0 THEN 9223372036854775807
+                                CASE WHEN v_compiled.seq_width = 0 THEN 9223372036854775806
                                      ELSE (10::numeric ^ v_compiled.seq_width - 1)::bigint END);
     v_new.reservation_ttl := define_type.reservation_ttl;
     v_new.lock_timeout := define_type.lock_timeout;

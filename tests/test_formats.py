@@ -103,7 +103,7 @@ DEFAULT_MAX_VALUES: list[tuple[str, int]] = [
     ("{TYPE}-{SEQ:4}", 9_999),
     ("{TYPE}-{SEQ:5}", 99_999),
     ("{TYPE}-{SEQ:18}", 999_999_999_999_999_999),
-    ("{TYPE}-{SEQ}", 9_223_372_036_854_775_807),
+    ("{TYPE}-{SEQ}", 9_223_372_036_854_775_806),  # 2^63 - 2: the value after it still fits a bigint
 ]
 
 

@@ -31,7 +31,7 @@ FUNCTIONS = """
 SELECT p.oid, p.oid::regprocedure::text AS signature, pg_get_function_arguments(p.oid) AS arguments,
        pg_get_function_result(p.oid) AS result, pg_get_functiondef(p.oid) AS definition, p.prolang,
        l.lanname AS language,
-       coalesce((SELECT array_agg(format('GRANT %%s ON FUNCTION %%s TO %%I;', a.privilege_type,
+       coalesce((SELECT array_agg(format('GRANT %s ON FUNCTION %s TO %I;', a.privilege_type,
                                          p.oid::regprocedure, r.rolname) ORDER BY r.rolname)
                    FROM aclexplode(p.proacl) a JOIN pg_roles r ON r.oid = a.grantee
                   WHERE a.grantee <> p.proowner), '{}') AS grants

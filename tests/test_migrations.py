@@ -135,3 +135,39 @@ def test_downgrade_base_removes_schema(server_info: ServerInfo) -> None:
 
         assert not _has_docnum_schema(server_info, name)
         assert _alembic_revisions(server_info, name) == []
+
+
+def test_revision_0003_carries_the_data_of_0002(server_info: ServerInfo) -> None:
+    """Types at the old unpadded max_value move to 2^63 - 2 (audited); registered tables keep their names."""
+    name = _dbname("data3")
+    with server_info.scratch_database(name) as dsn:
+        schema.migrate(dsn, "0002")
+        with server_info.connect(name, autocommit=True) as conn:
+            conn.execute("SELECT docnum.define_type(code => 'BIG', format => '{TYPE}-{SEQ}')")
+            conn.execute("SELECT docnum.next_number('BIG')")
+            conn.execute("CREATE TABLE public.invoices (number text)")
+            conn.execute("CREATE TABLE public.gone (number text)")
+            conn.execute("GRANT SELECT ON public.invoices, public.gone TO docnum_owner")
+            for table in ("public.invoices", "public.gone"):
+                conn.execute("SELECT docnum.register_document_table(%s, 'number')", (table,))
+            conn.execute("DROP TABLE public.gone")
+        schema.migrate(dsn, "0003")
+        with server_info.connect(name, autocommit=True) as conn:
+            assert conn.execute("SELECT max_value FROM docnum.document_type").fetchone() == (2**63 - 2,)
+            audited = conn.execute(
+                "SELECT old_value, new_value FROM docnum.audit_log WHERE actor = 'migration 0003'"
+            ).fetchall()
+            assert audited == [({"max_value": 2**63 - 1}, {"max_value": 2**63 - 2})]
+            assert conn.execute(
+                "SELECT schema_name, table_name, number_column FROM docnum.document_table"
+            ).fetchall() == [("public", "invoices", "number")]
+            assert conn.execute("SELECT docnum.next_number('BIG')").fetchone() == ("BIG-2",)
+            conn.execute("INSERT INTO public.invoices VALUES ('BIG-1'), ('BIG-1')")
+            assert [row[0] for row in conn.execute("SELECT check_name FROM docnum.validate()")] == [
+                "duplicate_number"
+            ]
+        schema.downgrade(dsn, "0002")
+        with server_info.connect(name, autocommit=True) as conn:
+            assert conn.execute("SELECT table_name::text FROM docnum.document_table").fetchall() == [
+                ("invoices",)
+            ]

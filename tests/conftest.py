@@ -17,7 +17,9 @@ Hypothesis profiles (HYPOTHESIS_PROFILE picks one; otherwise "ci" when $CI is se
     dev  random examples, full shrinking: a failure comes back as small as Hypothesis can make it
     ci   the same examples on every run (derandomize) and no shrinking, so a failure costs seconds, not the
          minutes a shrink of a database-backed stateful test can take; the failing steps are printed with a
-         @reproduce_failure blob to replay, and shrink, locally (HYPOTHESIS_PROFILE=dev)
+         @reproduce_failure blob to replay it
+    ci-shrink  the ci examples with shrinking: run locally to get a minimal version of a failure CI reported
+    (tests/test_model_stateful.py's state machine never shrinks: see there why)
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ settings.register_profile(
     max_examples=50,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.explain],
 )
+# CI's examples, shrunk: HYPOTHESIS_PROFILE=ci-shrink finds the failure CI reported and makes it minimal.
+settings.register_profile("ci-shrink", settings.get_profile("ci"), phases=list(Phase))
 
 
 def _hypothesis_profile() -> str:

@@ -103,6 +103,7 @@ class Run:
     tps: float
     p50_ms: float
     p99_ms: float
+    least_share: float  # the least-served client's transactions over an equal share
 
 
 @dataclass
@@ -122,6 +123,10 @@ class Cell:
     @property
     def p99_ms(self) -> float:
         return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def least_share(self) -> float:
+        return statistics.median(r.least_share for r in self.runs)
 
 
 def keys_label(keys: int | None) -> str:
@@ -220,9 +225,11 @@ def percentile(sorted_values: list[int], fraction: float) -> float:
     return float(sorted_values[rank - 1])
 
 
-def read_latencies(log_dir: Path, prefix: str) -> list[int]:
-    """Transaction times (microseconds) from the pgbench -l files <prefix>.<pid>[.<thread>]; removes them."""
+def read_latencies(log_dir: Path, prefix: str) -> tuple[list[int], dict[int, int]]:
+    """Transaction times (microseconds, ascending) and transactions per client, from the pgbench -l files
+    <prefix>.<pid>[.<thread>]; removes them."""
     values: list[int] = []
+    per_client: dict[int, int] = {}
     for path in log_dir.glob(f"{prefix}.*"):
         with path.open() as lines:
             for line in lines:
@@ -231,9 +238,10 @@ def read_latencies(log_dir: Path, prefix: str) -> list[int]:
                 fields = line.split()
                 if len(fields) >= 3 and fields[2].isdigit():
                     values.append(int(fields[2]))
+                    per_client[int(fields[0])] = per_client.get(int(fields[0]), 0) + 1
         path.unlink()
     values.sort()
-    return values
+    return values, per_client
 
 
 TPS_RE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
@@ -267,17 +275,19 @@ def run_pgbench(
             f"pgbench {workload.name} keys={workload.keys} clients={clients} failed "
             f"(exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         )
-    latencies = read_latencies(log_dir, prefix)
+    latencies, per_client = read_latencies(log_dir, prefix)
+    served = [per_client.get(client, 0) for client in range(clients)]
     return Run(
         tps=float(tps.group(1)),
         p50_ms=percentile(latencies, 0.50) / 1000,
         p99_ms=percentile(latencies, 0.99) / 1000,
+        least_share=min(served) / (sum(served) / clients) if sum(served) else float("nan"),
     )
 
 
 # --------------------------------------------------------------------------------------------------- report
 
-HEADERS = ["workload", "keys", "clients", "TPS", "TPS range", "p50 ms", "p99 ms", "vs bare"]
+HEADERS = ["workload", "keys", "clients", "TPS", "TPS range", "p50 ms", "p99 ms", "least share", "vs bare"]
 
 
 def ratio(cells: dict[CellKey, Cell], cell: Cell | None) -> float | None:
@@ -308,6 +318,7 @@ def table_rows(cells: dict[CellKey, Cell], workloads: list[Workload], clients: l
                     f"{min(tps):,.0f}-{max(tps):,.0f}" if len(tps) > 1 else "",
                     f"{cell.p50_ms:.2f}",
                     f"{cell.p99_ms:.2f}",
+                    f"{cell.least_share:.2f}",
                     "" if r is None else f"{r:.2f}",
                 ]
             )
@@ -357,7 +368,7 @@ def print_table(rows: list[list[str]], title: str) -> None:
 def markdown(rows: list[list[str]], context: list[str], targets: list[str]) -> str:
     out = ["# docnum allocation benchmark", ""]
     out += [f"- {line}" for line in context]
-    out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
+    out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 6) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     out += ["", *[f"- {line}" for line in targets], ""]
     return "\n".join(out)

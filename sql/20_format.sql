@@ -18,7 +18,6 @@ DECLARE
     v_tokens    text[] := ARRAY[]::text[];
     v_token     text;
     v_seen_seq  boolean := false;
-    v_i         integer;
     v_piece     text;
     v_variable  boolean;
     v_prev_variable boolean := false;
@@ -191,7 +190,6 @@ DECLARE
     v_month integer := 1;
     v_day   integer := 1;
     v_date  date;
-    v_i     integer;
 BEGIN
     v_match := regexp_match(p_number, p_pattern);
     IF v_match IS NULL THEN
@@ -281,7 +279,6 @@ DECLARE
     v_match text[];
     v_items text[] := ARRAY[]::text[];
     v_token text;
-    v_width integer;
 BEGIN
     LOOP
         v_match := regexp_match(v_rest, '^([^{}]*)(\{[^{}]*\})(.*)$', 's');
@@ -329,7 +326,6 @@ DECLARE
     v_ni    integer;
     v_nj    integer;
     v_char  text;
-    v_move  integer;
 BEGIN
     WHILE v_head <= v_tail LOOP
         v_key := v_queue[v_head];
@@ -384,7 +380,7 @@ $$;
 -- type renders or rendered, or one the same type rendered for a different number (rule 2). p_skeleton is the
 -- compiled render_head || '{SEQ}' || render_tail of the new template. Takes a lock on docnum.document_type that
 -- only docnum's owner can take, so two definitions cannot both pass this check against each other.
-CREATE FUNCTION docnum._check_template(p_code text, p_format text, p_scope text, p_reset text, p_skeleton text)
+CREATE FUNCTION docnum._check_template(p_code text, p_format text, p_skeleton text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

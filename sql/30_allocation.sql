@@ -135,8 +135,8 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_session bigint := ceil(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000);
-    v_type    bigint := ceil(extract(epoch FROM p_type_limit) * 1000);
+    v_session bigint := ceil(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000)::bigint;
+    v_type    bigint := ceil(extract(epoch FROM p_type_limit) * 1000)::bigint;
 BEGIN
     IF v_type IS NULL OR (v_session > 0 AND v_session < v_type) THEN
         RETURN v_session;
@@ -177,7 +177,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_hint_ms     constant bigint := 100;   -- the longest wait in the fair queue
+    c_hint_ms     constant bigint := 100::bigint;   -- the longest wait in the fair queue, ms
     v_session     text := current_setting('lock_timeout');
     v_limit_ms    bigint := docnum._lock_limit_ms(p_type.lock_timeout);
     v_started     timestamptz := clock_timestamp();
@@ -596,7 +596,7 @@ BEGIN
           FROM expired e JOIN docnum.counter c ON c.counter_id = e.counter_id
         RETURNING 1
     )
-    SELECT count(*) INTO v_count FROM audited;
+    SELECT count(*)::integer INTO v_count FROM audited;
     RETURN v_count;
 END
 $$;

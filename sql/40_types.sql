@@ -126,8 +126,7 @@ BEGIN
     END IF;
     -- Two counters never render the same text: not within this template, nor beside any other type's (current or
     -- former) template. See the rule in 20_format.sql.
-    PERFORM docnum._check_template(v_new.code, v_new.format, v_new.scope, v_new.reset,
-                                   v_new.render_head || '{SEQ}' || v_new.render_tail);
+    PERFORM docnum._check_template(v_new.code, v_new.format, v_new.render_head || '{SEQ}' || v_new.render_tail);
 
     INSERT INTO docnum.document_type (code, format, scope, reset, time_zone, max_value, reservation_ttl,
                                       lock_timeout, allow_manual_override, metadata, created_at, updated_at,
@@ -192,8 +191,7 @@ BEGIN
         v_new.seq_width := v_compiled.seq_width;
         v_new.parse_pattern := v_compiled.parse_pattern;
         v_new.parse_groups := v_compiled.parse_groups;
-        PERFORM docnum._check_template(v_old.code, v_new.format, v_old.scope, v_old.reset,
-                                       v_new.render_head || '{SEQ}' || v_new.render_tail);
+        PERFORM docnum._check_template(v_old.code, v_new.format, v_new.render_head || '{SEQ}' || v_new.render_tail);
         -- A {YY} format cannot take over a resetting counter of a year outside 2000..2099.
         SELECT c.period INTO v_bad
           FROM docnum.counter c

@@ -21,35 +21,8 @@ Conn = psycopg.Connection[Any]
 
 # (function, message) -> why this finding is acceptable. Line numbers are left out: they move with every edit.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("docnum._compile_format", 'unused variable "v_i"'): (
-        "dead declaration: FOR v_i IN a..b declares its own loop variable; harmless, to be removed in sql/"
-    ),
-    ("docnum._parse_text", 'unused variable "v_i"'): (
-        "dead declaration: FOR v_i IN a..b declares its own loop variable; harmless, to be removed in sql/"
-    ),
-    ("docnum._templates_meet", 'unused variable "v_move"'): (
-        "dead declaration: FOR v_move IN 1..3 declares its own loop variable; harmless, to be removed in sql/"
-    ),
-    ("docnum._template_items", 'unused variable "v_width"'): (
-        "dead declaration, never read or assigned; harmless, to be removed in sql/"
-    ),
-    ("docnum._check_template", 'unused parameter "p_scope"'): (
-        "redundant: the check reads every type's scope (its own too) from docnum.document_type; to review"
-    ),
-    ("docnum._check_template", 'unused parameter "p_reset"'): (
-        "redundant: the check reads every type's reset (its own too) from docnum.document_type; to review"
-    ),
     ("docnum._prepare", 'composite OUT variable "o_type" is not single argument'): (
         "by design: the checked document_type row comes back whole, as o_type, beside o_scope and o_date"
-    ),
-    ("docnum._lock_limit_ms", "target type is different type than source type"): (
-        "ceil(numeric milliseconds) assigned to bigint on purpose: whole milliseconds, once per call"
-    ),
-    ("docnum._lock_counter", "target type is different type than source type"): (
-        "the integer literal 100 initialises a bigint constant: converted once, at block entry"
-    ),
-    ("docnum.expire_reservations", "target type is different type than source type"): (
-        "count(*) (bigint) into the integer result: one sweep never expires 2^31 reservations"
     ),
     ("docnum.check_duplicates", "routine is marked as VOLATILE, should be STABLE"): (
         "dynamic SQL over the registered tables, whose volatility plpgsql_check cannot see; VOLATILE is the"

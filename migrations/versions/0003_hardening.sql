@@ -92,7 +92,7 @@ END
 $function$;
 REVOKE ALL ON FUNCTION docnum._check_scope(docnum.document_type,text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION docnum._check_template(p_code text, p_format text, p_scope text, p_reset text, p_skeleton text)
+CREATE OR REPLACE FUNCTION docnum._check_template(p_code text, p_format text, p_skeleton text)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -156,7 +156,7 @@ BEGIN
     END LOOP;
 END
 $function$;
-REVOKE ALL ON FUNCTION docnum._check_template(text,text,text,text,text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION docnum._check_template(text,text,text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION docnum._check_text(p_name text, p_value text, p_max integer)
  RETURNS text
@@ -227,7 +227,6 @@ DECLARE
     v_tokens    text[] := ARRAY[]::text[];
     v_token     text;
     v_seen_seq  boolean := false;
-    v_i         integer;
     v_piece     text;
     v_variable  boolean;
     v_prev_variable boolean := false;
@@ -698,7 +697,7 @@ CREATE OR REPLACE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_s
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    c_hint_ms     constant bigint := 100;   -- the longest wait in the fair queue
+    c_hint_ms     constant bigint := 100::bigint;   -- the longest wait in the fair queue, ms
     v_session     text := current_setting('lock_timeout');
     v_limit_ms    bigint := docnum._lock_limit_ms(p_type.lock_timeout);
     v_started     timestamptz := clock_timestamp();
@@ -760,8 +759,8 @@ CREATE OR REPLACE FUNCTION docnum._lock_limit_ms(p_type_limit interval)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_session bigint := ceil(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000);
-    v_type    bigint := ceil(extract(epoch FROM p_type_limit) * 1000);
+    v_session bigint := ceil(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000)::bigint;
+    v_type    bigint := ceil(extract(epoch FROM p_type_limit) * 1000)::bigint;
 BEGIN
     IF v_type IS NULL OR (v_session > 0 AND v_session < v_type) THEN
         RETURN v_session;
@@ -770,6 +769,60 @@ BEGIN
 END
 $function$;
 REVOKE ALL ON FUNCTION docnum._lock_limit_ms(interval) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION docnum._parse_text(p_pattern text, p_groups text[], p_reset text, p_head text, p_tail text, p_width integer, p_number text, OUT scope_value text, OUT period text, OUT sequence_value bigint, OUT document_date date)
+ RETURNS record
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_match text[];
+    v_year  integer;
+    v_month integer := 1;
+    v_day   integer := 1;
+    v_date  date;
+BEGIN
+    v_match := regexp_match(p_number, p_pattern);
+    IF v_match IS NULL THEN
+        RETURN;
+    END IF;
+    scope_value := '';
+    FOR v_i IN 1 .. array_length(p_groups, 1) LOOP
+        CASE p_groups[v_i]
+            WHEN 'SCOPE' THEN scope_value := v_match[v_i];
+            WHEN 'YYYY' THEN v_year := v_match[v_i]::integer;
+            WHEN 'YY' THEN v_year := 2000 + v_match[v_i]::integer;
+            WHEN 'MM' THEN v_month := v_match[v_i]::integer;
+            WHEN 'DD' THEN v_day := v_match[v_i]::integer;
+            WHEN 'SEQ' THEN
+                IF length(v_match[v_i]) > 18 THEN RETURN; END IF;
+                sequence_value := v_match[v_i]::bigint;
+        END CASE;
+    END LOOP;
+    IF sequence_value IS NULL OR sequence_value < 1 OR v_month NOT BETWEEN 1 AND 12 OR v_day NOT BETWEEN 1 AND 31
+       OR v_year < 1000 THEN
+        sequence_value := NULL;
+        RETURN;
+    END IF;
+    -- Date arithmetic instead of make_date(y, m, d): an impossible day (02-30) shows as a month change.
+    v_date := make_date(coalesce(v_year, 2000), v_month, 1) + (v_day - 1);
+    IF extract(month FROM v_date) <> v_month THEN
+        sequence_value := NULL;
+        RETURN;
+    END IF;
+    period := docnum._period(p_reset, v_date);
+    document_date := v_date;
+    IF docnum._fill(p_head, scope_value, v_date) || docnum._seq_text(sequence_value, p_width)
+       || docnum._fill(p_tail, scope_value, v_date) IS DISTINCT FROM p_number THEN
+        scope_value := NULL;
+        period := NULL;
+        sequence_value := NULL;
+        document_date := NULL;
+    END IF;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum._parse_text(text,text[],text,text,text,integer,text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION docnum._prepare(p_code text, p_scope text, p_actor text, p_date date, OUT o_type docnum.document_type, OUT o_scope text, OUT o_date date)
  RETURNS record
@@ -912,7 +965,6 @@ DECLARE
     v_match text[];
     v_items text[] := ARRAY[]::text[];
     v_token text;
-    v_width integer;
 BEGIN
     LOOP
         v_match := regexp_match(v_rest, '^([^{}]*)(\{[^{}]*\})(.*)$', 's');
@@ -960,7 +1012,6 @@ DECLARE
     v_ni    integer;
     v_nj    integer;
     v_char  text;
-    v_move  integer;
 BEGIN
     WHILE v_head <= v_tail LOOP
         v_key := v_queue[v_head];
@@ -1079,8 +1130,7 @@ BEGIN
         v_new.seq_width := v_compiled.seq_width;
         v_new.parse_pattern := v_compiled.parse_pattern;
         v_new.parse_groups := v_compiled.parse_groups;
-        PERFORM docnum._check_template(v_old.code, v_new.format, v_old.scope, v_old.reset,
-                                       v_new.render_head || '{SEQ}' || v_new.render_tail);
+        PERFORM docnum._check_template(v_old.code, v_new.format, v_new.render_head || '{SEQ}' || v_new.render_tail);
         -- A {YY} format cannot take over a resetting counter of a year outside 2000..2099.
         SELECT c.period INTO v_bad
           FROM docnum.counter c
@@ -1282,8 +1332,7 @@ BEGIN
     END IF;
     -- Two counters never render the same text: not within this template, nor beside any other type's (current or
     -- former) template. See the rule in 20_format.sql.
-    PERFORM docnum._check_template(v_new.code, v_new.format, v_new.scope, v_new.reset,
-                                   v_new.render_head || '{SEQ}' || v_new.render_tail);
+    PERFORM docnum._check_template(v_new.code, v_new.format, v_new.render_head || '{SEQ}' || v_new.render_tail);
 
     INSERT INTO docnum.document_type (code, format, scope, reset, time_zone, max_value, reservation_ttl,
                                       lock_timeout, allow_manual_override, metadata, created_at, updated_at,
@@ -1300,6 +1349,40 @@ END
 $function$;
 REVOKE ALL ON FUNCTION docnum.define_type(text,text,text,text,text,bigint,interval,interval,boolean,jsonb,text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION docnum.define_type(text,text,text,text,text,bigint,interval,interval,boolean,jsonb,text) TO docnum_admin;
+
+CREATE OR REPLACE FUNCTION docnum.expire_reservations()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    PERFORM docnum._require_writable();
+    WITH due AS (
+        SELECT l.number_id FROM docnum.ledger l
+         WHERE l.state = 'reserved' AND l.expires_at <= statement_timestamp()
+         FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        UPDATE docnum.ledger l SET state = 'expired', expired_at = statement_timestamp()
+          FROM due WHERE l.number_id = due.number_id
+        RETURNING l.document_type, l.document_number, l.counter_id, l.expires_at
+    ), audited AS (
+        INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                      new_value)
+        SELECT 'EXPIRE', e.document_type, e.document_number, nullif(c.scope_value, ''), NULL,
+               jsonb_build_object('state', 'reserved', 'expires_at', e.expires_at),
+               jsonb_build_object('state', 'expired')
+          FROM expired e JOIN docnum.counter c ON c.counter_id = e.counter_id
+        RETURNING 1
+    )
+    SELECT count(*)::integer INTO v_count FROM audited;
+    RETURN v_count;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum.expire_reservations() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION docnum.expire_reservations() TO docnum_app;
 
 CREATE OR REPLACE FUNCTION docnum.find_request(request_id text)
  RETURNS TABLE(document_type text, document_number text, state text, token uuid, expires_at timestamp with time zone, issued_at timestamp with time zone)

@@ -22,7 +22,7 @@ DROP FUNCTION docnum._has_invisible(text);
 DROP FUNCTION docnum._durable_commit();
 DROP FUNCTION docnum._document_table_problem(oid,name);
 DROP FUNCTION docnum._counter_period_check();
-DROP FUNCTION docnum._check_template(text,text,text,text,text);
+DROP FUNCTION docnum._check_template(text,text,text);
 
 CREATE OR REPLACE FUNCTION docnum._check_scope(p_type docnum.document_type, p_scope text)
  RETURNS text
@@ -439,6 +439,61 @@ END
 $function$;
 REVOKE ALL ON FUNCTION docnum._lock_counter(docnum.document_type,text,text) FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION docnum._parse_text(p_pattern text, p_groups text[], p_reset text, p_head text, p_tail text, p_width integer, p_number text, OUT scope_value text, OUT period text, OUT sequence_value bigint, OUT document_date date)
+ RETURNS record
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_match text[];
+    v_year  integer;
+    v_month integer := 1;
+    v_day   integer := 1;
+    v_date  date;
+    v_i     integer;
+BEGIN
+    v_match := regexp_match(p_number, p_pattern);
+    IF v_match IS NULL THEN
+        RETURN;
+    END IF;
+    scope_value := '';
+    FOR v_i IN 1 .. array_length(p_groups, 1) LOOP
+        CASE p_groups[v_i]
+            WHEN 'SCOPE' THEN scope_value := v_match[v_i];
+            WHEN 'YYYY' THEN v_year := v_match[v_i]::integer;
+            WHEN 'YY' THEN v_year := 2000 + v_match[v_i]::integer;
+            WHEN 'MM' THEN v_month := v_match[v_i]::integer;
+            WHEN 'DD' THEN v_day := v_match[v_i]::integer;
+            WHEN 'SEQ' THEN
+                IF length(v_match[v_i]) > 18 THEN RETURN; END IF;
+                sequence_value := v_match[v_i]::bigint;
+        END CASE;
+    END LOOP;
+    IF sequence_value IS NULL OR sequence_value < 1 OR v_month NOT BETWEEN 1 AND 12 OR v_day NOT BETWEEN 1 AND 31
+       OR v_year < 1000 THEN
+        sequence_value := NULL;
+        RETURN;
+    END IF;
+    -- Date arithmetic instead of make_date(y, m, d): an impossible day (02-30) shows as a month change.
+    v_date := make_date(coalesce(v_year, 2000), v_month, 1) + (v_day - 1);
+    IF extract(month FROM v_date) <> v_month THEN
+        sequence_value := NULL;
+        RETURN;
+    END IF;
+    period := docnum._period(p_reset, v_date);
+    document_date := v_date;
+    IF docnum._fill(p_head, scope_value, v_date) || docnum._seq_text(sequence_value, p_width)
+       || docnum._fill(p_tail, scope_value, v_date) IS DISTINCT FROM p_number THEN
+        scope_value := NULL;
+        period := NULL;
+        sequence_value := NULL;
+        document_date := NULL;
+    END IF;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum._parse_text(text,text[],text,text,text,integer,text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION docnum._prepare(p_code text, p_scope text, p_actor text, p_date date, OUT o_type docnum.document_type, OUT o_scope text, OUT o_date date)
  RETURNS record
  LANGUAGE plpgsql
@@ -765,6 +820,40 @@ END
 $function$;
 REVOKE ALL ON FUNCTION docnum.define_type(text,text,text,text,text,bigint,interval,interval,boolean,jsonb,text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION docnum.define_type(text,text,text,text,text,bigint,interval,interval,boolean,jsonb,text) TO docnum_admin;
+
+CREATE OR REPLACE FUNCTION docnum.expire_reservations()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    PERFORM docnum._require_writable();
+    WITH due AS (
+        SELECT l.number_id FROM docnum.ledger l
+         WHERE l.state = 'reserved' AND l.expires_at <= statement_timestamp()
+         FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        UPDATE docnum.ledger l SET state = 'expired', expired_at = statement_timestamp()
+          FROM due WHERE l.number_id = due.number_id
+        RETURNING l.document_type, l.document_number, l.counter_id, l.expires_at
+    ), audited AS (
+        INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                      new_value)
+        SELECT 'EXPIRE', e.document_type, e.document_number, nullif(c.scope_value, ''), NULL,
+               jsonb_build_object('state', 'reserved', 'expires_at', e.expires_at),
+               jsonb_build_object('state', 'expired')
+          FROM expired e JOIN docnum.counter c ON c.counter_id = e.counter_id
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_count FROM audited;
+    RETURN v_count;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum.expire_reservations() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION docnum.expire_reservations() TO docnum_app;
 
 CREATE OR REPLACE FUNCTION docnum.import_numbers(rows jsonb, actor text DEFAULT NULL::text)
  RETURNS SETOF docnum.import_result

@@ -28,9 +28,9 @@ BEGIN
         RAISE EXCEPTION 'a number format is required'
             USING ERRCODE = 'NB006', DETAIL = 'format was NULL or empty.', HINT = v_hint;
     END IF;
-    IF p_format ~ '[[:cntrl:]]' OR length(p_format) > 200 THEN
+    IF docnum._has_invisible(p_format) OR length(p_format) > 200 THEN
         RAISE EXCEPTION 'invalid number format %', quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006', DETAIL = 'A format is at most 200 printable characters.', HINT = v_hint;
+            USING ERRCODE = 'NB006', DETAIL = 'A format is at most 200 characters, without control or invisible format characters.', HINT = v_hint;
     END IF;
 
     -- Split into literal text and {tokens}.

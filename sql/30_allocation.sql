@@ -46,6 +46,13 @@ RETURN p_text ~ ('[\x01-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890
                  '\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001'
                  '\U000e0020-\U000e007f]');
 
+-- True when a text neither starts nor ends with a space of any kind (Unicode category Zs: the space, no-break
+-- space, en and em spaces, ideographic space...): a scope value with one would print like another without it.
+CREATE FUNCTION docnum._is_trimmed(p_text text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_text = btrim(p_text, E' \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a'
+                              '\u202f\u205f\u3000');
+
 -- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1..max visible chars.
 CREATE FUNCTION docnum._check_text(p_name text, p_value text, p_max integer) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -95,7 +102,7 @@ BEGIN
                       HINT = pg_catalog.format('Pass scope => the %s identifier, e.g. ''PRJ-7''.',
                                                lower(o_type.scope));
         END IF;
-        IF length(p_scope) > 64 OR docnum._has_invisible(p_scope) OR p_scope <> btrim(p_scope) THEN
+        IF length(p_scope) > 64 OR docnum._has_invisible(p_scope) OR NOT docnum._is_trimmed(p_scope) THEN
             RAISE EXCEPTION 'invalid scope value %', quote_literal(left(p_scope, 60))
                 USING ERRCODE = 'NB006',
                       DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format '

@@ -75,7 +75,7 @@ BEGIN
         RETURN '';
     END IF;
     IF p_scope IS NULL OR p_scope = '' OR length(p_scope) > 64 OR docnum._has_invisible(p_scope)
-       OR p_scope <> btrim(p_scope) THEN
+       OR NOT docnum._is_trimmed(p_scope) THEN
         RAISE EXCEPTION 'invalid scope value %', coalesce(quote_literal(left(p_scope, 60)), 'NULL')
             USING ERRCODE = 'NB006',
                   DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format characters or '

@@ -90,7 +90,7 @@ BEGIN
                    WHEN p.sequence_value IS NULL THEN 'does not match the format ' || t.format
                    WHEN t.scope IN ('PROJECT', 'CONTRACT')
                         AND (length(p.scope_value) > 64 OR docnum._has_invisible(p.scope_value)
-                             OR p.scope_value <> btrim(p.scope_value)) THEN 'invalid scope value'
+                             OR NOT docnum._is_trimmed(p.scope_value)) THEN 'invalid scope value'
                    WHEN p.sequence_value > t.max_value THEN 'sequence value above max_value ' || t.max_value
                    WHEN f.created_at IS NOT NULL AND docnum._to_timestamptz(f.created_at) IS NULL
                        THEN 'invalid created_at ' || quote_literal(left(f.created_at, 40))

@@ -332,7 +332,13 @@ def test_invisible_characters_are_refused_wherever_text_is_an_identifier(db: Con
             lambda c=char: call(db, "void_number", document_number="P-1/RFI/0001", reason=f"typo{c}"),
         ):
             expect_error("NB006", action)
+    for space in ("\u00a0", "\u3000", "\u2009", " "):
+        expect_error("NB006", lambda s=space: next_number(db, "RFI", scope=f"{s}P-1"))  # type: ignore[misc]
+        expect_error("NB006", lambda s=space: next_number(db, "RFI", scope=f"P-1{s}"))  # type: ignore[misc]
+    for char in INVISIBLE_SAMPLES:
+        expect_error("NB006", lambda c=char: define(db, "NEW", f"NEW-{c}{{SEQ}}"))  # type: ignore[misc]
     assert footprint(db) == before
+    assert next_number(db, "RFI", scope="P\u00a01") == "P\u00a01/RFI/0001"  # inside a value, a space is a space
 
 
 def test_import_rejects_bad_rows_one_by_one(db: Conn, cor: str) -> None:

@@ -80,7 +80,7 @@ BEGIN
         RETURN '';
     END IF;
     IF p_scope IS NULL OR p_scope = '' OR length(p_scope) > 64 OR docnum._has_invisible(p_scope)
-       OR p_scope <> btrim(p_scope) THEN
+       OR NOT docnum._is_trimmed(p_scope) THEN
         RAISE EXCEPTION 'invalid scope value %', coalesce(quote_literal(left(p_scope, 60)), 'NULL')
             USING ERRCODE = 'NB006',
                   DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format characters or '
@@ -237,9 +237,9 @@ BEGIN
         RAISE EXCEPTION 'a number format is required'
             USING ERRCODE = 'NB006', DETAIL = 'format was NULL or empty.', HINT = v_hint;
     END IF;
-    IF p_format ~ '[[:cntrl:]]' OR length(p_format) > 200 THEN
+    IF docnum._has_invisible(p_format) OR length(p_format) > 200 THEN
         RAISE EXCEPTION 'invalid number format %', quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006', DETAIL = 'A format is at most 200 printable characters.', HINT = v_hint;
+            USING ERRCODE = 'NB006', DETAIL = 'A format is at most 200 characters, without control or invisible format characters.', HINT = v_hint;
     END IF;
 
     -- Split into literal text and {tokens}.
@@ -855,7 +855,7 @@ BEGIN
                       HINT = pg_catalog.format('Pass scope => the %s identifier, e.g. ''PRJ-7''.',
                                                lower(o_type.scope));
         END IF;
-        IF length(p_scope) > 64 OR docnum._has_invisible(p_scope) OR p_scope <> btrim(p_scope) THEN
+        IF length(p_scope) > 64 OR docnum._has_invisible(p_scope) OR NOT docnum._is_trimmed(p_scope) THEN
             RAISE EXCEPTION 'invalid scope value %', quote_literal(left(p_scope, 60))
                 USING ERRCODE = 'NB006',
                       DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format '
@@ -1445,7 +1445,7 @@ BEGIN
                    WHEN p.sequence_value IS NULL THEN 'does not match the format ' || t.format
                    WHEN t.scope IN ('PROJECT', 'CONTRACT')
                         AND (length(p.scope_value) > 64 OR docnum._has_invisible(p.scope_value)
-                             OR p.scope_value <> btrim(p.scope_value)) THEN 'invalid scope value'
+                             OR NOT docnum._is_trimmed(p.scope_value)) THEN 'invalid scope value'
                    WHEN p.sequence_value > t.max_value THEN 'sequence value above max_value ' || t.max_value
                    WHEN f.created_at IS NOT NULL AND docnum._to_timestamptz(f.created_at) IS NULL
                        THEN 'invalid created_at ' || quote_literal(left(f.created_at, 40))
@@ -1880,6 +1880,13 @@ CREATE OR REPLACE FUNCTION docnum._has_invisible(p_text text)
  IMMUTABLE PARALLEL SAFE
 RETURN (p_text ~ '[\x01-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]'::text);
 REVOKE ALL ON FUNCTION docnum._has_invisible(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION docnum._is_trimmed(p_text text)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+RETURN (p_text = btrim(p_text, '                　'::text));
+REVOKE ALL ON FUNCTION docnum._is_trimmed(text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION docnum._period_fits(p_groups text[], p_period text)
  RETURNS boolean

@@ -17,6 +17,7 @@ DROP FUNCTION docnum._raise_lock_timeout(text,text,text,bigint);
 DROP FUNCTION docnum._period_fits(text[],text);
 DROP FUNCTION docnum._lock_limit_ms(interval);
 DROP FUNCTION docnum._issue(docnum.document_type,text,date,text,uuid,timestamp with time zone,text,text,jsonb,text,text);
+DROP FUNCTION docnum._is_trimmed(text);
 DROP FUNCTION docnum._integrity_findings();
 DROP FUNCTION docnum._has_invisible(text);
 DROP FUNCTION docnum._durable_commit();

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Concatenate sql/*.sql (lexical order) into one file, for a migration to run frozen.
 
-    python scripts/freeze_sql.py migrations/versions/0001_core.sql
-    python scripts/freeze_sql.py --check migrations/versions/0001_core.sql   # exit 1 if out of date
+    python scripts/freeze_sql.py python_client/docnum/migrations/versions/0001_core.sql
+    python scripts/freeze_sql.py --check python_client/docnum/migrations/versions/0001_core.sql  # 1: stale
 
 Each file is preceded by a `-- file: NAME` comment and ends with a newline, so a trailing comment in one
 file cannot swallow the first statement of the next. Standard library only.
@@ -34,8 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("output", type=Path, help="file to write, e.g. migrations/versions/0001_core.sql")
-    parser.add_argument("--sql-dir", type=Path, default=REPO / "sql", help="source directory (default: sql/)")
+    parser.add_argument("output", type=Path, help="file to write, e.g. .../migrations/versions/0001_core.sql")
+    parser.add_argument(
+        "--sql-dir",
+        type=Path,
+        default=REPO / "python_client" / "docnum" / "sql",
+        help="source directory (default: python_client/docnum/sql/)",
+    )
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the output differs")
     args = parser.parse_args(argv)
 

@@ -338,7 +338,7 @@ def test_invisible_characters_are_refused_wherever_text_is_an_identifier(db: Con
     for char in INVISIBLE_SAMPLES:
         expect_error("NB006", lambda c=char: define(db, "NEW", f"NEW-{c}{{SEQ}}"))  # type: ignore[misc]
     assert footprint(db) == before
-    assert next_number(db, "RFI", scope="P\u00a01") == "P\u00a01/RFI/0001"  # inside a value, a space is a space
+    assert next_number(db, "RFI", scope="P\u00a01") == "P\u00a01/RFI/0001"  # inside, a space is fine
 
 
 def test_import_rejects_bad_rows_one_by_one(db: Conn, cor: str) -> None:

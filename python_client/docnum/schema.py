@@ -1,11 +1,16 @@
 """Install, upgrade and remove the docnum schema.
 
-`migrate` and `downgrade` run the Alembic revisions under migrations/ (the released, frozen history).
-`apply_sql_dir` runs the current sql/*.sql directly; the drift test checks that both give the same schema.
+The package carries its engine: the SQL source (`docnum/sql/`) and the Alembic revisions
+(`docnum/migrations/`) are package data, found with importlib.resources, so an installed wheel can migrate a
+database with no checkout around it. `migrate` and `downgrade` run the revisions (the released, frozen
+history) with an Alembic configuration built here; `apply_sql_dir` runs the current sql/*.sql directly, and
+the drift test checks that both give the same schema. The repository's alembic.ini points at the same files
+for people who run `alembic` themselves.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +18,28 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 
-from docnum.embedded import alembic_ini, migrations_dir, sql_dir
+__all__ = [
+    "alembic_config",
+    "apply_sql_dir",
+    "downgrade",
+    "migrate",
+    "migrations_dir",
+    "sql_dir",
+    "sql_files",
+]
 
-__all__ = ["alembic_config", "apply_sql_dir", "downgrade", "migrate", "sql_files"]
+#: Alembic's notation for a script directory that is package data.
+SCRIPT_LOCATION = "docnum:migrations"
+
+
+def sql_dir() -> Path:
+    """The engine's current SQL source, one concern per file, applied in lexical order."""
+    return Path(str(resources.files("docnum") / "sql"))
+
+
+def migrations_dir() -> Path:
+    """The Alembic script directory: env.py and the frozen revisions under versions/."""
+    return Path(str(resources.files("docnum") / "migrations"))
 
 
 def alembic_config(dsn: str) -> Config:
@@ -25,8 +49,8 @@ def alembic_config(dsn: str) -> Config:
     so `%` in passwords needs no escaping. `configure_logger` False keeps env.py from reconfiguring logging
     inside a host application or pytest.
     """
-    config = Config(str(alembic_ini()))
-    config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     config.attributes["dsn"] = dsn
     config.attributes["configure_logger"] = False
     return config

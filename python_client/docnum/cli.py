@@ -995,3 +995,8 @@ def _rejected_table(summary: ImportSummary) -> Table:
             escape(result.detail or ""),
         )
     return table
+
+
+from docnum.cli_ops import register  # noqa: E402  (the server, dsn, psql, doctor and sweep commands)
+
+register(app)

@@ -1,0 +1,596 @@
+"""Commands for working with the database: ``server``, ``dsn``, ``psql``, ``doctor`` and ``sweep``.
+
+``docnum.cli`` registers them at its end (``register(app)``), so import ``docnum.cli``, not this module, to
+get the whole command line. They use the CLI's shared helpers: ``_reported`` for one-line errors,
+``_print_json``, ``_target`` (the ``_Target`` of ``--dsn``/``$DOCNUM_DSN``) and the ``out``/``err`` consoles.
+
+Exit codes: 0 ok, 1 a failure or a finding (a failed doctor check, a refused ``server stop``), 2 usage, and
+``docnum server status`` exits 3 when the embedded server is not running (as ``pg_ctl status`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from types import FrameType
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import typer
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from docnum.cli import APPLICATION_NAME, _print_json, _reported, _target, out
+
+__all__ = ["Check", "doctor_checks", "mask_password", "parse_duration", "register"]
+
+#: `docnum server status` when the server is not running (pg_ctl status, systemctl status and LSB say 3).
+EXIT_NOT_RUNNING = 3
+
+#: The class (first key) of docnum's advisory locks on counters (sql/30_allocation.sql).
+COUNTER_LOCK_CLASS = 1685021550
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+server_app = typer.Typer(
+    name="server",
+    help="Start, stop and inspect the embedded PostgreSQL (DOCNUM_DATA_DIR; --dsn does not apply).",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``docnum`` application."""
+    app.add_typer(server_app, name="server")
+    app.command("dsn")(dsn)
+    app.command(
+        "psql",
+        context_settings={
+            "allow_extra_args": True,
+            "ignore_unknown_options": True,
+            "help_option_names": ["--help"],
+        },
+    )(psql)
+    app.command("doctor")(doctor)
+    app.command("sweep")(sweep)
+
+
+# -- the embedded server -----------------------------------------------------------------------------------
+
+
+def _state_dict(state: Any) -> dict[str, Any]:
+    return dataclasses.asdict(state)
+
+
+def _print_state(state: Any, *, as_json: bool) -> None:
+    if as_json:
+        _print_json(_state_dict(state))
+        return
+    if not state.running:
+        out.print(f"embedded server: not running (data directory {state.data_dir})", soft_wrap=True)
+        return
+    kept = "kept running until `docnum server stop`" if state.kept else "started for a command"
+    rows = [
+        ("embedded server", f"running ({kept})"),
+        ("data directory", state.data_dir),
+        ("pid", str(state.pid)),
+        ("version", state.version or "?"),
+        ("uri", state.uri or "?"),
+        ("client sessions", "?" if state.sessions is None else str(state.sessions)),
+    ]
+    if state.system_user:
+        rows.append(("system user", state.system_user))
+    for label, value in rows:
+        out.print(f"{label + ':':<17}{value}", soft_wrap=True, highlight=False)
+
+
+@server_app.command("start")
+def server_start(as_json: AsJson = False) -> None:
+    """Start the embedded server and keep it running after this command, until `docnum server stop`.
+
+    Example: docnum server start && docnum psql
+    """
+    from docnum import embedded
+
+    with _reported():
+        embedded.keep_running()
+        state = embedded.server_state()
+    _print_state(state, as_json=as_json)
+
+
+@server_app.command("stop")
+def server_stop(
+    force: Annotated[
+        bool, typer.Option("--force", help="Stop even while clients are connected (their sessions end).")
+    ] = False,
+) -> None:
+    """Stop the embedded server; refused (exit 1) while other clients use it, unless --force.
+
+    Example: docnum server stop
+    """
+    from docnum import embedded
+
+    with _reported():
+        stopped = embedded.stop_server(force=force)
+    out.print("embedded server stopped" if stopped else "embedded server was not running")
+
+
+@server_app.command("status")
+def server_status(as_json: AsJson = False) -> None:
+    """Whether the embedded server runs, its data directory, pid, version and URI; exit 3 when it is not
+    running.
+
+    Example: docnum server status --json
+    """
+    from docnum import embedded
+
+    with _reported():
+        state = embedded.server_state()
+    _print_state(state, as_json=as_json)
+    if not state.running:
+        raise typer.Exit(EXIT_NOT_RUNNING)
+
+
+# -- dsn and psql ----------------------------------------------------------------------------------------
+
+
+def mask_password(dsn: str) -> str:
+    """``dsn`` with its password (in a URI's user part, or a ``password`` parameter) shown as ``****``."""
+    if re.match(r"^postgres(ql)?://", dsn):
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            credentials, _, hosts = netloc.rpartition("@")
+            user, colon, password = credentials.partition(":")
+            if colon and password:
+                netloc = f"{user}:****@{hosts}"
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if any(key == "password" for key, _ in query):
+            masked = [(key, "****" if key == "password" else value) for key, value in query]
+            return urlunsplit(parts._replace(netloc=netloc, query=urlencode(masked, safe="/*")))
+        return urlunsplit(parts._replace(netloc=netloc))
+    params = conninfo_to_dict(dsn)
+    if params.get("password"):
+        params["password"] = "****"
+    return make_conninfo("", **params)
+
+
+def _database_in_use(ctx: typer.Context) -> str:
+    """The DSN of ``--dsn``/``$DOCNUM_DSN``, else the embedded server's URI, kept running (a URI is only of
+    use while its server runs) and with schema docnum installed."""
+    target = _target(ctx)
+    if target.dsn_option:
+        return target.dsn_option
+    from docnum import embedded
+
+    embedded.keep_running()
+    return target.dsn()
+
+
+def dsn(
+    ctx: typer.Context,
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the password as it is.")
+    ] = False,
+) -> None:
+    """Print the connection URI of the database in use (the embedded server is started and kept running).
+
+    Example: psql "$(docnum dsn)"
+    """
+    with _reported():
+        value = _database_in_use(ctx)
+    typer.echo(value if show_password else mask_password(value))
+
+
+def _psql_program(dsn_given: bool) -> str:
+    """The embedded server's psql, else (with DOCNUM_DSN) the one on PATH."""
+    from docnum import embedded
+
+    try:
+        bundled = embedded.pg_bindir() / "psql"
+    except embedded.EmbeddedServerMissing:
+        if not dsn_given:
+            raise
+        bundled = None
+    if bundled is not None and bundled.exists():
+        return str(bundled)
+    found = shutil.which("psql")
+    if found is None:
+        raise FileNotFoundError("psql is not installed: install the PostgreSQL client (or docnum[embedded])")
+    return found
+
+
+def psql(ctx: typer.Context) -> None:
+    """Open psql on the database in use; further arguments go to psql.
+
+    Example: docnum psql -c "SELECT * FROM docnum.validate()"
+    """
+    with _reported():
+        target = _target(ctx)
+        given = bool(target.dsn_option)
+        value = _database_in_use(ctx)
+        program = _psql_program(given)
+    from docnum import embedded
+
+    for path in list(embedded._servers):  # this process becomes psql: it no longer uses the server itself
+        embedded.release(path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(program, [program, "--dbname", value, *ctx.args])
+
+
+# -- doctor ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One finding of ``docnum doctor``: ``status`` is ok, warn or fail."""
+
+    check: str
+    status: str
+    detail: str
+
+
+def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def _migrations(conn: psycopg.Connection[Any], dsn_value: str) -> Check:
+    from alembic.script import ScriptDirectory
+
+    from docnum import schema
+
+    heads = set(ScriptDirectory.from_config(schema.alembic_config(dsn_value)).get_heads())
+    if not _one(conn, "SELECT to_regnamespace('docnum') IS NOT NULL"):
+        return Check("migrations", "fail", "schema docnum is not installed: run `docnum migrate`")
+    if not _one(conn, "SELECT to_regclass('public.alembic_version') IS NOT NULL"):
+        return Check(
+            "migrations", "warn", "schema docnum has no Alembic history (installed from sql/ directly?)"
+        )
+    current = {row[0] for row in conn.execute("SELECT version_num FROM public.alembic_version")}
+    if current == heads:
+        return Check("migrations", "ok", f"at head ({', '.join(sorted(heads))})")
+    return Check(
+        "migrations",
+        "fail",
+        f"at {', '.join(sorted(current)) or 'nothing'}, head is {', '.join(sorted(heads))}:"
+        " run `docnum migrate`",
+    )
+
+
+def _roles(conn: psycopg.Connection[Any]) -> Check:
+    rows = conn.execute(
+        "SELECT r.rolname, r.rolcanlogin, r.rolsuper FROM pg_catalog.pg_roles r"
+        " WHERE r.rolname IN ('docnum_owner', 'docnum_app', 'docnum_reader', 'docnum_admin')"
+    ).fetchall()
+    roles = {name: (login, superuser) for name, login, superuser in rows}
+    missing = sorted({"docnum_owner", "docnum_app", "docnum_reader", "docnum_admin"} - roles.keys())
+    if missing:
+        return Check("roles", "fail", f"missing role(s): {', '.join(missing)}: run `docnum migrate`")
+    problems = []
+    login, superuser = roles["docnum_owner"]
+    if superuser:
+        problems.append("docnum_owner is a superuser (docnum's functions would run with superuser rights)")
+    if login:
+        problems.append("docnum_owner can log in (it must be NOLOGIN)")
+    owner = _one(
+        conn,
+        "SELECT pg_catalog.pg_get_userbyid(n.nspowner) FROM pg_catalog.pg_namespace n"
+        " WHERE n.nspname = 'docnum'",
+    )
+    if owner is not None and owner != "docnum_owner":
+        problems.append(f"schema docnum is owned by {owner}, not docnum_owner")
+    strangers = conn.execute(
+        "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relnamespace = 'docnum'::regnamespace"
+        " AND c.relkind IN ('r', 'v', 'm', 'S', 'p')"
+        " AND pg_catalog.pg_get_userbyid(c.relowner) <> 'docnum_owner'"
+        " UNION ALL SELECT p.proname FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'docnum'::regnamespace"
+        " AND pg_catalog.pg_get_userbyid(p.proowner) <> 'docnum_owner' ORDER BY 1"
+    ).fetchall()
+    if strangers:
+        names = ", ".join(row[0] for row in strangers[:5]) + (" ..." if len(strangers) > 5 else "")
+        problems.append(f"objects not owned by docnum_owner: {names}")
+    if problems:
+        return Check("roles", "fail", "; ".join(problems))
+    return Check("roles", "ok", "docnum_owner is NOLOGIN, not a superuser, and owns schema docnum")
+
+
+def _public_privileges(conn: psycopg.Connection[Any]) -> Check:
+    # A NULL ACL means the defaults: PUBLIC may EXECUTE a function and USE a type.
+    rows = conn.execute(
+        "SELECT 'schema docnum' FROM pg_catalog.pg_namespace n WHERE n.nspname = 'docnum'"
+        "   AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0)"
+        " UNION ALL SELECT 'table ' || c.relname FROM pg_catalog.pg_class c"
+        "  WHERE c.relnamespace = 'docnum'::regnamespace"
+        "   AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = 0)"
+        " UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_catalog.pg_proc p"
+        "  WHERE p.pronamespace = 'docnum'::regnamespace AND (p.proacl IS NULL"
+        "   OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(p.proacl) a WHERE a.grantee = 0))"
+        " ORDER BY 1"
+    ).fetchall()
+    if rows:
+        names = ", ".join(row[0] for row in rows[:5]) + (
+            f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        )
+        return Check("public privileges", "fail", f"PUBLIC has privileges on {names}")
+    return Check("public privileges", "ok", "PUBLIC has no privilege on docnum's schema, tables or functions")
+
+
+def _definer_search_path(conn: psycopg.Connection[Any]) -> Check:
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p"
+        " WHERE p.pronamespace = 'docnum'::regnamespace AND p.prosecdef"
+        "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(p.proconfig) s WHERE s LIKE 'search\\_path=%')"
+        " ORDER BY 1"
+    ).fetchall()
+    count = _one(
+        conn,
+        "SELECT count(*) FROM pg_catalog.pg_proc p"
+        " WHERE p.pronamespace = 'docnum'::regnamespace AND p.prosecdef",
+    )
+    if rows:
+        return Check(
+            "security definer",
+            "fail",
+            "SECURITY DEFINER without a pinned search_path: " + ", ".join(row[0] for row in rows),
+        )
+    return Check("security definer", "ok", f"all {count} SECURITY DEFINER functions pin their search_path")
+
+
+def _validate(conn: psycopg.Connection[Any]) -> Check:
+    from docnum.client import Numbering
+
+    findings = Numbering(conn).validate()
+    if not findings:
+        return Check("validate", "ok", "docnum.validate() reports nothing")
+    errors = [finding for finding in findings if finding.severity == "error"]
+    first = errors[0] if errors else findings[0]
+    summary = (
+        f"{len(errors)} error(s), {len(findings) - len(errors)} warning(s), e.g. "
+        f"{first.check_name}: {first.detail} (see `docnum validate`)"
+    )
+    return Check("validate", "fail" if errors else "warn", summary)
+
+
+def _held_counters(conn: psycopg.Connection[Any]) -> list[Check]:
+    prepared = conn.execute(
+        "SELECT x.gid, x.prepared, x.owner FROM pg_catalog.pg_prepared_xacts x"
+        " WHERE x.database = pg_catalog.current_database() ORDER BY x.prepared"
+    ).fetchall()
+    # Locks of prepared transactions have no pid; counter locks are advisory, of class COUNTER_LOCK_CLASS.
+    prepared_counters = _one(
+        conn,
+        "SELECT count(*) FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' AND l.pid IS NULL"
+        " AND l.classid = %s::oid AND l.objsubid = 2 AND l.granted"
+        " AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
+        (COUNTER_LOCK_CLASS,),
+    )
+    checks = []
+    if not prepared:
+        checks.append(Check("prepared transactions", "ok", "none in this database"))
+    else:
+        gids = ", ".join(
+            f"{gid!r} (since {when:%Y-%m-%d %H:%M}, {owner})" for gid, when, owner in prepared[:3]
+        )
+        status = "fail" if prepared_counters else "warn"
+        held = f"; they hold {prepared_counters} counter(s)" if prepared_counters else ""
+        checks.append(
+            Check(
+                "prepared transactions",
+                status,
+                f"{len(prepared)} prepared transaction(s): {gids}{held}:"
+                " COMMIT PREPARED or ROLLBACK PREPARED them",
+            )
+        )
+    idle = conn.execute(
+        "SELECT DISTINCT a.pid, a.usename, a.application_name, now() - a.state_change"
+        " FROM pg_catalog.pg_stat_activity a JOIN pg_catalog.pg_locks l ON l.pid = a.pid"
+        " WHERE a.state LIKE 'idle in transaction%%' AND l.locktype = 'advisory' AND l.granted"
+        "   AND l.classid = %s::oid AND l.objsubid = 2 AND a.datname = current_database()"
+        " ORDER BY 1",
+        (COUNTER_LOCK_CLASS,),
+    ).fetchall()
+    if not idle:
+        checks.append(Check("idle transactions", "ok", "no idle-in-transaction session holds a counter"))
+    else:
+        who = ", ".join(
+            f"pid {pid} ({user}{', ' + app if app else ''}, idle {int(age.total_seconds())} s)"
+            for pid, user, app, age in idle[:3]
+        )
+        checks.append(
+            Check(
+                "idle transactions",
+                "fail",
+                f"{len(idle)} idle-in-transaction session(s) hold a counter, every allocation from it waits:"
+                f" {who}; end them with pg_terminate_backend(pid) or set idle_in_transaction_session_timeout",
+            )
+        )
+    return checks
+
+
+def _durability(conn: psycopg.Connection[Any]) -> list[Check]:
+    settings = dict(
+        conn.execute(
+            "SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN ('fsync', 'synchronous_commit',"
+            " 'synchronous_standby_names', 'full_page_writes')"
+        ).fetchall()
+    )
+    checks = []
+    if settings.get("fsync") == "off":
+        checks.append(
+            Check(
+                "fsync",
+                "fail",
+                "fsync is off: an operating-system crash can lose committed numbers, which would then be"
+                " issued again; fine for a throwaway server only",
+            )
+        )
+    else:
+        checks.append(Check("fsync", "ok", "fsync is on"))
+    commit = settings.get("synchronous_commit", "?")
+    checks.append(
+        Check(
+            "synchronous_commit",
+            "ok",
+            f"synchronous_commit = {commit}; docnum raises it to at least 'on' in every transaction that"
+            " writes numbers",
+        )
+    )
+    if _one(conn, "SELECT pg_catalog.pg_is_in_recovery()"):
+        checks.append(
+            Check(
+                "standby",
+                "warn",
+                "this server is a standby in recovery (read-only): numbers are allocated on the primary only",
+            )
+        )
+        return checks
+    replicas = conn.execute(
+        "SELECT application_name, sync_state FROM pg_catalog.pg_stat_replication ORDER BY 1"
+    ).fetchall()
+    standby_names = settings.get("synchronous_standby_names", "")
+    if not replicas:
+        checks.append(Check("standby", "ok", "primary, no replicas attached"))
+    elif not standby_names:
+        names = ", ".join(name or "?" for name, _ in replicas)
+        checks.append(
+            Check(
+                "standby",
+                "warn",
+                f"{len(replicas)} replica(s) attached ({names}) but synchronous_standby_names is empty:"
+                " they are asynchronous, and a failover can lose numbers already handed out"
+                " (and issue them again)",
+            )
+        )
+    else:
+        states = ", ".join(f"{name or '?'}: {state}" for name, state in replicas)
+        checks.append(
+            Check("standby", "ok", f"synchronous_standby_names = {standby_names!r}; replicas {states}")
+        )
+    return checks
+
+
+def doctor_checks(dsn_value: str) -> list[Check]:
+    """Every check of ``docnum doctor`` on the database at ``dsn_value``."""
+    with psycopg.connect(dsn_value, autocommit=True, application_name=APPLICATION_NAME) as conn:
+        checks = [_migrations(conn, dsn_value)]
+        if checks[0].status == "fail" and "not installed" in checks[0].detail:
+            return [*checks, *_durability(conn)]
+        checks += [_roles(conn), _public_privileges(conn), _definer_search_path(conn), _validate(conn)]
+        checks += _held_counters(conn)
+        checks += _durability(conn)
+    return checks
+
+
+_STYLES = {"ok": "green", "warn": "yellow", "fail": "red"}
+
+
+def doctor(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """Check the database: migrations, roles and grants, validate(), held counters, durability; exit 1 when a
+    check fails (warnings exit 0).
+
+    Example: docnum doctor --json
+    """
+    from rich.markup import escape
+
+    with _reported():
+        checks = doctor_checks(_target(ctx).dsn(install_schema=False))
+    if as_json:
+        _print_json([dataclasses.asdict(check) for check in checks])
+    else:
+        for check in checks:
+            style = _STYLES[check.status]
+            out.print(
+                f"[{style}]{check.status:<4}[/{style}]  {check.check:<21} {escape(check.detail)}",
+                soft_wrap=True,
+                highlight=False,
+            )
+    if any(check.status == "fail" for check in checks):
+        raise typer.Exit(1)
+
+
+# -- sweep -----------------------------------------------------------------------------------------------
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30``, ``30s``, ``5m``, ``1h`` or ``0.5s``; BadParameter otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 5m or 1h", param_hint="'--every'")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _expire_once(dsn_value: str) -> int:
+    from docnum.client import Numbering
+
+    with psycopg.connect(dsn_value, application_name=APPLICATION_NAME) as conn:
+        return Numbering(conn).expire_reservations()
+
+
+def _on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Make SIGINT and SIGTERM set ``stop``; returns a function that restores the previous handlers."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def sweep(
+    ctx: typer.Context,
+    every: Annotated[
+        str, typer.Option("--every", help="Interval between runs: seconds, or e.g. 30s, 5m, 1h.")
+    ] = "60s",
+    once: Annotated[bool, typer.Option("--once", help="Run once and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per run.")] = False,
+) -> None:
+    """Expire reservations past their expiry time, every --every until SIGINT or SIGTERM (then exit 0).
+
+    A failed run (the database restarting, say) is reported on stderr and the loop goes on; with --once it
+    exits 1. Example: docnum sweep --every 5m
+    """
+    interval = parse_duration(every)
+    with _reported():
+        dsn_value = _target(ctx).dsn()
+    stop = threading.Event()
+    restore = _on_signals(stop)
+    try:
+        while not stop.is_set():
+            at = datetime.now(timezone.utc).astimezone()
+            try:
+                expired = _expire_once(dsn_value)
+            except psycopg.Error as exc:
+                if once:
+                    with _reported():
+                        raise
+                message = (exc.diag.message_primary or str(exc)).splitlines()[0]
+                typer.echo(f"error {exc.sqlstate or type(exc).__name__}: {message}", err=True)
+            else:
+                if as_json:
+                    typer.echo(json.dumps({"at": at.isoformat(timespec="seconds"), "expired": expired}))
+                elif not quiet:
+                    plural = "" if expired == 1 else "s"
+                    typer.echo(f"{at:%Y-%m-%d %H:%M:%S} expired {expired} reservation{plural}")
+            if once:
+                break
+            stop.wait(interval)
+    finally:
+        restore()

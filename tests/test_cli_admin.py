@@ -50,7 +50,7 @@ def test_import_reports_rejected_rows_with_their_line(
         'COR,COR-0003,,"a ref, with a comma",',
     )
     result = run(dsn, "import", str(source), "--actor", "migration", "--batch-size", "2")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a rejected row is a finding
     assert "imported 4, already present 0, rejected 1 (5 rows in 3 batches" in result.stdout
     rejected = [line for line in result.stdout.splitlines() if "P1-RFA-2019-0008" in line]
     assert len(rejected) == 1 and rejected[0].split()[:2] == ["6", "RFA"]
@@ -70,7 +70,7 @@ def test_import_reports_rejected_rows_with_their_line(
     assert rows[3][4] == datetime(2019, 2, 1, 2, 30, tzinfo=timezone.utc)
 
     again = run(dsn, "import", str(source))
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 1, again.output
     assert "imported 0, already present 4, rejected 1 (5 rows in 1 batch," in again.stdout
 
 
@@ -78,7 +78,7 @@ def test_import_caps_the_rejected_table(dsn: str, numbering: Numbering, tmp_path
     lines = [f"COR,bad-{i}" for i in range(55)] + ["COR,COR-0001"]
     source = write_csv(tmp_path / "bad.csv", "document_type,document_number", *lines)
     result = run(dsn, "import", str(source))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "imported 1, already present 0, rejected 55" in result.stdout
     assert "bad-49" in result.stdout and "bad-50" not in result.stdout
     assert "... and 5 more rejected rows not shown" in result.stdout
@@ -152,7 +152,7 @@ def test_status_and_gaps(dsn: str, numbering: Numbering) -> None:
     assert json.loads(run(dsn, "status", "RFA", "--json").stdout)[0]["scope_value"] == "P1"
     table = run(dsn, "status")
     assert table.exit_code == 0 and "COR" in table.stdout and "1 confirmed" in table.stdout
-    assert run(dsn, "status", "NOPE").stdout == "no counters for NOPE\n"
+    assert run(dsn, "status", "NOPE").output.startswith("error NB001: document type 'NOPE' is not defined")
 
     gaps = run(dsn, "gaps", "COR")
     assert gaps.exit_code == 0, gaps.output

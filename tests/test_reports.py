@@ -292,7 +292,6 @@ def test_gaps_filters_by_type_scope_and_period(db: Conn, cor: str) -> None:
     assert keys(document_type="RFA", scope="P2") == [("RFA", "P2", "", 1, 1)]
     assert keys(document_type="LTR", period="2023") == [("LTR", "", "2023", 1, 2)]
     assert keys(period="2022") == [("LTR", "", "2022", 1, 1)]
-    assert keys(document_type="NOPE") == []
 
 
 # --- register_document_table and check_duplicates -------------------------------------------------
@@ -657,4 +656,3 @@ def test_audit_export_filters_by_document_type(db: Conn, cor: str) -> None:
     ]
     assert {r["document_type"] for r in rows} == {"LTR"}
     assert len(export(db, start, "infinity")) == 5
-    assert export(db, start, "infinity", document_type="NOPE") == []

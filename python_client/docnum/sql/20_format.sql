@@ -26,11 +26,13 @@ DECLARE
 BEGIN
     IF p_format IS NULL OR p_format = '' THEN
         RAISE EXCEPTION 'a number format is required'
-            USING ERRCODE = 'NB006', DETAIL = 'format was NULL or empty.', HINT = v_hint;
+            USING ERRCODE = 'NB006', COLUMN = 'format', DETAIL = 'format was NULL or empty.', HINT = v_hint;
     END IF;
     IF docnum._has_invisible(p_format) OR length(p_format) > 200 THEN
         RAISE EXCEPTION 'invalid number format %', quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006', DETAIL = 'A format is at most 200 characters, without control or invisible format characters.', HINT = v_hint;
+            USING ERRCODE = 'NB006', COLUMN = 'format',
+                  DETAIL = 'A format is at most 200 characters, without control or invisible format characters.',
+                  HINT = v_hint;
     END IF;
 
     -- Split into literal text and {tokens}.
@@ -43,7 +45,8 @@ BEGIN
     END LOOP;
     IF v_rest ~ '[{}]' THEN
         RAISE EXCEPTION 'invalid number format %: unbalanced brace', quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006', DETAIL = 'Braces are reserved for tokens such as {SEQ:5}.', HINT = v_hint;
+            USING ERRCODE = 'NB006', COLUMN = 'format',
+                  DETAIL = 'Braces are reserved for tokens such as {SEQ:5}.', HINT = v_hint;
     END IF;
     v_literals := v_literals || v_rest;
 
@@ -52,18 +55,20 @@ BEGIN
         IF v_token !~ '^(TYPE|SCOPE|YYYY|YY|MM|DD|SEQ|SEQ:([1-9]|1[0-8]))$' THEN
             RAISE EXCEPTION 'invalid number format %: unknown token {%}', quote_literal(left(p_format, 60)),
                     left(v_token, 20)
-                USING ERRCODE = 'NB006', DETAIL = '{SEQ:n} takes a width from 1 to 18.', HINT = v_hint;
+                USING ERRCODE = 'NB006', COLUMN = 'format',
+                      DETAIL = '{SEQ:n} takes a width from 1 to 18.', HINT = v_hint;
         END IF;
         IF v_token LIKE 'SEQ%' THEN
             IF v_seen_seq THEN
                 RAISE EXCEPTION 'invalid number format %: more than one {SEQ}', quote_literal(left(p_format, 60))
-                    USING ERRCODE = 'NB006', DETAIL = 'A number has exactly one sequence part.', HINT = v_hint;
+                    USING ERRCODE = 'NB006', COLUMN = 'format',
+                          DETAIL = 'A number has exactly one sequence part.', HINT = v_hint;
             END IF;
             v_seen_seq := true;
         ELSIF array_position(v_tokens, v_token) <> v_i THEN
             RAISE EXCEPTION 'invalid number format %: {%} appears twice', quote_literal(left(p_format, 60)),
                     left(v_token, 20)
-                USING ERRCODE = 'NB006', DETAIL = 'Each token may appear once.', HINT = v_hint;
+                USING ERRCODE = 'NB006', COLUMN = 'format', DETAIL = 'Each token may appear once.', HINT = v_hint;
         END IF;
         -- {SCOPE} and an unpadded {SEQ} have no fixed width: literal text must separate them from other tokens,
         -- or a number could not be read back unambiguously.
@@ -71,7 +76,7 @@ BEGIN
         IF v_i > 1 AND v_literals[v_i] = '' AND (v_variable OR v_prev_variable) THEN
             RAISE EXCEPTION 'invalid number format %: {%} and {%} need literal text between them',
                     quote_literal(left(p_format, 60)), v_tokens[v_i - 1], v_token
-                USING ERRCODE = 'NB006',
+                USING ERRCODE = 'NB006', COLUMN = 'format',
                       DETAIL = '{SCOPE} and {SEQ} without padding have no fixed width.',
                       HINT = 'Put a separator such as - or / between them, e.g. {SCOPE}-{SEQ}.';
         END IF;
@@ -80,35 +85,37 @@ BEGIN
 
     IF NOT v_seen_seq THEN
         RAISE EXCEPTION 'invalid number format %: no {SEQ}', quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006', DETAIL = 'A number needs exactly one {SEQ} or {SEQ:n}.', HINT = v_hint;
+            USING ERRCODE = 'NB006', COLUMN = 'format',
+                  DETAIL = 'A number needs exactly one {SEQ} or {SEQ:n}.', HINT = v_hint;
     END IF;
     IF 'YYYY' = ANY (v_tokens) AND 'YY' = ANY (v_tokens) THEN
         RAISE EXCEPTION 'invalid number format %: both {YYYY} and {YY}', quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006', DETAIL = 'Use one year token.', HINT = v_hint;
+            USING ERRCODE = 'NB006', COLUMN = 'format', DETAIL = 'Use one year token.', HINT = v_hint;
     END IF;
     -- Different counters must never render the same text.
     IF p_scope IN ('PROJECT', 'CONTRACT') AND NOT 'SCOPE' = ANY (v_tokens) THEN
         RAISE EXCEPTION 'invalid number format % for a % scope: no {SCOPE}', quote_literal(left(p_format, 60)),
                 p_scope
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'format',
                   DETAIL = 'Each scope value has its own counter, so the scope must be part of the number.',
                   HINT = 'Add {SCOPE}, e.g. {SCOPE}/{TYPE}/{SEQ:4}.';
     END IF;
     IF p_scope NOT IN ('PROJECT', 'CONTRACT') AND 'SCOPE' = ANY (v_tokens) THEN
         RAISE EXCEPTION 'invalid number format % for a % scope: {SCOPE} has no value',
                 quote_literal(left(p_format, 60)), p_scope
-            USING ERRCODE = 'NB006', DETAIL = 'Only PROJECT and CONTRACT types take a scope value.',
+            USING ERRCODE = 'NB006', COLUMN = 'format',
+                  DETAIL = 'Only PROJECT and CONTRACT types take a scope value.',
                   HINT = 'Remove {SCOPE} or use scope => ''PROJECT''.';
     END IF;
     IF p_reset IN ('YEARLY', 'MONTHLY') AND NOT ('YYYY' = ANY (v_tokens) OR 'YY' = ANY (v_tokens)) THEN
         RAISE EXCEPTION 'invalid number format % for a % reset: no year', quote_literal(left(p_format, 60)), p_reset
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'format',
                   DETAIL = 'The counter restarts each period, so the period must be part of the number.',
                   HINT = 'Add {YYYY} or {YY}.';
     END IF;
     IF p_reset = 'MONTHLY' AND NOT 'MM' = ANY (v_tokens) THEN
         RAISE EXCEPTION 'invalid number format % for a MONTHLY reset: no month', quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'format',
                   DETAIL = 'The counter restarts each month, so the month must be part of the number.',
                   HINT = 'Add {MM}, e.g. {TYPE}-{YYYY}-{MM}-{SEQ:4}.';
     END IF;
@@ -397,7 +404,7 @@ BEGIN
          WHERE v_items[k] ~ '^c[^0-9]$') THEN
         RAISE EXCEPTION 'invalid number format %: no separator between {SCOPE} and {SEQ}',
                 quote_literal(left(p_format, 60))
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'format',
                   DETAIL = 'A scope value is free text and {SEQ} grows past its padding: only a literal character '
                            'that is not a digit, somewhere between the two, tells where one ends.',
                   HINT = 'Put a separator such as - or / between them, e.g. {SCOPE}-{SEQ:4} or {SCOPE}/{YYYY}/{SEQ}.';
@@ -420,7 +427,7 @@ BEGIN
         CONTINUE WHEN v_witness IS NULL;
         IF v_other.code <> p_code THEN
             RAISE EXCEPTION 'format % can render numbers of type %', quote_literal(left(p_format, 60)), v_other.code
-                USING ERRCODE = 'NB006',
+                USING ERRCODE = 'NB006', COLUMN = 'format',
                       DETAIL = pg_catalog.format('Type %s, with its %s format %L, can render the same text, e.g. %L: '
                                                  'two counters would compete for one number.', v_other.code,
                                                  CASE WHEN v_other.is_current THEN 'current' ELSE 'former' END,
@@ -433,7 +440,7 @@ BEGIN
            IS DISTINCT FROM p_skeleton THEN
             RAISE EXCEPTION 'format % can render numbers of an earlier format of %',
                     quote_literal(left(p_format, 60)), p_code
-                USING ERRCODE = 'NB006',
+                USING ERRCODE = 'NB006', COLUMN = 'format',
                       DETAIL = pg_catalog.format('The %s format %L can render the same text, e.g. %L, for another '
                                                  'scope, period or value.',
                                                  CASE WHEN v_other.is_current THEN 'current' ELSE 'former' END,

@@ -35,41 +35,6 @@ BEGIN
 END
 $$;
 
--- True when a text holds a character that is not shown as itself: control characters (Unicode category Cc), format
--- characters (Cf: soft hyphen, zero-width space and joiners, bidirectional marks, word joiner, byte order mark,
--- tags...) and the line and paragraph separators (Zl, Zp). Such a character would make two different values
--- print alike, so every text docnum stores or prints as an identifier refuses them. The one list of them.
-CREATE FUNCTION docnum._has_invisible(p_text text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN p_text ~ ('[\x01-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e'
-                 '\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd'
-                 '\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001'
-                 '\U000e0020-\U000e007f]');
-
--- True when a text neither starts nor ends with a space of any kind (Unicode category Zs: the space, no-break
--- space, en and em spaces, ideographic space...): a scope value with one would print like another without it.
-CREATE FUNCTION docnum._is_trimmed(p_text text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN p_text = btrim(p_text, E' \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a'
-                              '\u202f\u205f\u3000');
-
--- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1..max visible chars.
-CREATE FUNCTION docnum._check_text(p_name text, p_value text, p_max integer) RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_value IS NOT NULL AND (p_value = '' OR length(p_value) > p_max OR docnum._has_invisible(p_value)) THEN
-        RAISE EXCEPTION 'invalid %: %', p_name, quote_literal(left(p_value, 60))
-            USING ERRCODE = 'NB006',
-                  DETAIL = pg_catalog.format('%s must be 1 to %s characters without control or invisible '
-                                             'format characters.', p_name, p_max),
-                  HINT = pg_catalog.format('Pass NULL to omit %s.', p_name);
-    END IF;
-    RETURN p_value;
-END
-$$;
-
 -- Loads a type and validates the arguments every allocation shares; returns the type and the normalised
 -- scope value ('' when the type takes none) and document date. Nothing is locked or written.
 CREATE FUNCTION docnum._prepare(p_code text, p_scope text, p_actor text, p_date date,
@@ -81,43 +46,18 @@ BEGIN
     IF current_setting('transaction_read_only') = 'on' THEN
         PERFORM docnum._require_writable();
     END IF;
-    IF p_code IS NULL OR p_code = '' THEN
-        RAISE EXCEPTION 'a document type is required'
-            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.',
-                  HINT = 'Pass the code of a type created with docnum.define_type(), e.g. ''COR''.';
-    END IF;
+    -- A plain read; on a miss docnum._type() raises what is wrong (NB006 or NB001).
     SELECT t.* INTO o_type FROM docnum.document_type t WHERE t.code = p_code;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'document type % is not defined', quote_literal(left(p_code, 60))
-            USING ERRCODE = 'NB001',
-                  DETAIL = 'No row in docnum.document_type has this code.',
-                  HINT = 'Define it with docnum.define_type(); codes are upper-case, e.g. ''COR''.';
+        o_type := docnum._type(p_code);
     END IF;
-    IF o_type.scope IN ('PROJECT', 'CONTRACT') THEN
-        IF p_scope IS NULL OR p_scope = '' THEN
-            RAISE EXCEPTION 'document type % needs a scope value', o_type.code
-                USING ERRCODE = 'NB006',
-                      DETAIL = pg_catalog.format('%s numbers are counted per %s.', o_type.code,
-                                                 lower(o_type.scope)),
-                      HINT = pg_catalog.format('Pass scope => the %s identifier, e.g. ''PRJ-7''.',
-                                               lower(o_type.scope));
-        END IF;
-        IF length(p_scope) > 64 OR docnum._has_invisible(p_scope) OR NOT docnum._is_trimmed(p_scope) THEN
-            RAISE EXCEPTION 'invalid scope value %', quote_literal(left(p_scope, 60))
-                USING ERRCODE = 'NB006',
-                      DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format '
-                               'characters or surrounding spaces.',
-                      HINT = 'Use a short stable identifier such as a project code.';
-        END IF;
+    -- The scope rule (docnum._is_scope_value, inlined); docnum._check_scope() explains a refusal.
+    IF o_type.scope IN ('PROJECT', 'CONTRACT') AND docnum._is_scope_value(p_scope) THEN
         o_scope := p_scope;
-    ELSIF p_scope IS NOT NULL THEN
-        RAISE EXCEPTION 'document type % takes no scope value', o_type.code
-            USING ERRCODE = 'NB006',
-                  DETAIL = pg_catalog.format('%s is a %s type; scope %s would be ignored.', o_type.code,
-                                             o_type.scope, quote_literal(left(p_scope, 60))),
-                  HINT = 'Omit scope for this type.';
-    ELSE
+    ELSIF p_scope IS NULL AND o_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
         o_scope := '';
+    ELSE
+        o_scope := docnum._check_scope(o_type, p_scope);
     END IF;
     IF p_actor IS NOT NULL THEN
         PERFORM docnum._check_text('actor', p_actor, 200);
@@ -127,28 +67,12 @@ BEGIN
         o_date := (now() AT TIME ZONE o_type.time_zone)::date;
     ELSIF p_date NOT BETWEEN date '1000-01-01' AND date '9999-12-31' THEN
         RAISE EXCEPTION 'invalid document date %', p_date
-            USING ERRCODE = 'NB006', DETAIL = 'A document date lies between the years 1000 and 9999.',
+            USING ERRCODE = 'NB006', COLUMN = 'document_date',
+                  DETAIL = 'A document date lies between the years 1000 and 9999.',
                   HINT = 'Pass the date the document is dated, or NULL for today in the type''s time zone.';
     ELSE
         o_date := p_date;
     END IF;
-END
-$$;
-
--- The limit an operation on a type's counters waits under, in milliseconds (0: none): the type's lock_timeout
--- unless the session's own lock_timeout is shorter. One unit, whichever setting it came from.
-CREATE FUNCTION docnum._lock_limit_ms(p_type_limit interval) RETURNS bigint
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_session bigint := ceil(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000)::bigint;
-    v_type    bigint := ceil(extract(epoch FROM p_type_limit) * 1000)::bigint;
-BEGIN
-    IF v_type IS NULL OR (v_session > 0 AND v_session < v_type) THEN
-        RETURN v_session;
-    END IF;
-    RETURN v_type;
 END
 $$;
 
@@ -197,7 +121,7 @@ BEGIN
      WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
     IF v_counter_id IS NULL THEN
         -- A new counter. Another transaction creating the same one makes this INSERT wait for its outcome.
-        PERFORM set_config('lock_timeout', v_limit_ms::text, true);
+        PERFORM docnum._set_lock_timeout(v_limit_ms::text);
         BEGIN
             INSERT INTO docnum.counter AS c (document_type, scope_value, period)
             VALUES (p_type.code, p_scope, p_period)
@@ -214,10 +138,10 @@ BEGIN
     END IF;
 
     -- The fair queue (a hint, see above).
-    PERFORM set_config('lock_timeout',
-                       CASE WHEN v_limit_ms = 0 THEN c_hint_ms ELSE least(v_limit_ms, c_hint_ms) END::text, true);
+    PERFORM docnum._set_lock_timeout(CASE WHEN v_limit_ms = 0 THEN c_hint_ms
+                                          ELSE least(v_limit_ms, c_hint_ms) END::text);
     BEGIN
-        PERFORM pg_advisory_xact_lock(1685021550, v_counter_id::integer);
+        PERFORM docnum._queue_lock(v_counter_id);
     EXCEPTION WHEN lock_not_available THEN
         NULL;  -- the holder may be no allocation at all: go on to the lock that decides
     END;
@@ -226,14 +150,14 @@ BEGIN
     v_left_ms := CASE WHEN v_limit_ms = 0 THEN 0
                       ELSE greatest(v_limit_ms - (extract(epoch FROM clock_timestamp() - v_started) * 1000)::bigint,
                                     1) END;
-    PERFORM set_config('lock_timeout', v_left_ms::text, true);
+    PERFORM docnum._set_lock_timeout(v_left_ms::text);
     BEGIN
         SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter_id
            FOR NO KEY UPDATE;
     EXCEPTION WHEN lock_not_available THEN
         PERFORM docnum._raise_lock_timeout(p_type.code, p_scope, p_period, v_limit_ms);
     END;
-    PERFORM set_config('lock_timeout', v_session, true);
+    PERFORM docnum._set_lock_timeout(v_session);
     RETURN v_counter;
 END
 $$;
@@ -277,7 +201,7 @@ BEGIN
        SET current_value = c.current_value + 1, last_used_at = now()
      WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
        AND CASE WHEN c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
-                THEN pg_try_advisory_xact_lock(1685021550, c.counter_id::integer) END
+                THEN docnum._queue_try_lock(c.counter_id) END
     RETURNING c.counter_id, c.current_value INTO v_counter_id, v_value;
     IF v_counter_id IS NULL THEN
         -- The counter is missing or busy: create it, or wait for it.
@@ -396,12 +320,13 @@ BEGIN
     v_ttl := coalesce(reserve_number.ttl, (v_prepared.o_type).reservation_ttl);
     IF v_ttl <= interval '0' OR v_ttl > interval '7 days' THEN
         RAISE EXCEPTION 'invalid reservation ttl %', left(v_ttl::text, 60)
-            USING ERRCODE = 'NB006', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
+            USING ERRCODE = 'NB006', COLUMN = 'ttl', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
                   HINT = 'Pass ttl => interval ''10 minutes'', or NULL for the type''s default.';
     END IF;
     IF reserve_number.metadata IS NOT NULL AND jsonb_typeof(reserve_number.metadata) <> 'object' THEN
         RAISE EXCEPTION 'invalid metadata'
-            USING ERRCODE = 'NB006', DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' or NULL.';
+            USING ERRCODE = 'NB006', COLUMN = 'metadata',
+                  DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' or NULL.';
     END IF;
     RETURN docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'reserved',
                          gen_random_uuid(), statement_timestamp() + v_ttl, reserve_number.actor, NULL,
@@ -450,7 +375,7 @@ AS $$
 BEGIN
     IF find_request.request_id IS NULL THEN
         RAISE EXCEPTION 'a request key is required'
-            USING ERRCODE = 'NB006', DETAIL = 'request_id was NULL.',
+            USING ERRCODE = 'NB006', COLUMN = 'request_id', DETAIL = 'request_id was NULL.',
                   HINT = 'Pass the request_id given to docnum.reserve_number() or docnum.next_number().';
     END IF;
     PERFORM docnum._check_text('request_id', find_request.request_id, 200);
@@ -473,7 +398,7 @@ BEGIN
     PERFORM docnum._require_writable();
     IF confirm_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'
-            USING ERRCODE = 'NB006', DETAIL = 'token was NULL.',
+            USING ERRCODE = 'NB006', COLUMN = 'token', DETAIL = 'token was NULL.',
                   HINT = 'Pass the token returned by docnum.reserve_number().';
     END IF;
     PERFORM docnum._check_text('actor', confirm_number.actor, 200);
@@ -515,11 +440,9 @@ BEGIN
     UPDATE docnum.ledger l
        SET state = 'confirmed', confirmed_at = now(), document_ref = confirm_number.document_ref
      WHERE l.number_id = v_row.number_id;
-    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
-                                  new_value)
-    SELECT 'CONFIRM', v_row.document_type, v_row.document_number, nullif(c.scope_value, ''),
-           confirm_number.actor, jsonb_build_object('state', 'reserved'),
-           jsonb_build_object('state', 'confirmed', 'document_ref', confirm_number.document_ref)
+    PERFORM docnum._audit('CONFIRM', v_row.document_type, v_row.document_number, nullif(c.scope_value, ''),
+                          confirm_number.actor, jsonb_build_object('state', 'reserved'),
+                          jsonb_build_object('state', 'confirmed', 'document_ref', confirm_number.document_ref), NULL)
       FROM docnum.counter c WHERE c.counter_id = v_row.counter_id;
     RETURN v_row.document_number;
 END
@@ -538,7 +461,7 @@ BEGIN
     PERFORM docnum._require_writable();
     IF cancel_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'
-            USING ERRCODE = 'NB006', DETAIL = 'token was NULL.',
+            USING ERRCODE = 'NB006', COLUMN = 'token', DETAIL = 'token was NULL.',
                   HINT = 'Pass the token returned by docnum.reserve_number().';
     END IF;
     PERFORM docnum._check_text('actor', cancel_number.actor, 200);
@@ -565,11 +488,9 @@ BEGIN
     UPDATE docnum.ledger l
        SET state = 'cancelled', cancelled_at = now(), cancel_reason = cancel_number.reason
      WHERE l.number_id = v_row.number_id;
-    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
-                                  new_value)
-    SELECT 'CANCEL', v_row.document_type, v_row.document_number, nullif(c.scope_value, ''),
-           cancel_number.actor, jsonb_build_object('state', 'reserved'),
-           jsonb_build_object('state', 'cancelled', 'reason', cancel_number.reason)
+    PERFORM docnum._audit('CANCEL', v_row.document_type, v_row.document_number, nullif(c.scope_value, ''),
+                          cancel_number.actor, jsonb_build_object('state', 'reserved'),
+                          jsonb_build_object('state', 'cancelled', 'reason', cancel_number.reason), NULL)
       FROM docnum.counter c WHERE c.counter_id = v_row.counter_id;
     RETURN v_row.document_number;
 END
@@ -594,16 +515,12 @@ BEGIN
         UPDATE docnum.ledger l SET state = 'expired', expired_at = statement_timestamp()
           FROM due WHERE l.number_id = due.number_id
         RETURNING l.document_type, l.document_number, l.counter_id, l.expires_at
-    ), audited AS (
-        INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
-                                      new_value)
-        SELECT 'EXPIRE', e.document_type, e.document_number, nullif(c.scope_value, ''), NULL,
-               jsonb_build_object('state', 'reserved', 'expires_at', e.expires_at),
-               jsonb_build_object('state', 'expired')
-          FROM expired e JOIN docnum.counter c ON c.counter_id = e.counter_id
-        RETURNING 1
     )
-    SELECT count(*)::integer INTO v_count FROM audited;
+    SELECT count(docnum._audit('EXPIRE', e.document_type, e.document_number, nullif(c.scope_value, ''), NULL,
+                               jsonb_build_object('state', 'reserved', 'expires_at', e.expires_at),
+                               jsonb_build_object('state', 'expired'), NULL))::integer
+      INTO v_count
+      FROM expired e JOIN docnum.counter c ON c.counter_id = e.counter_id;
     RETURN v_count;
 END
 $$;

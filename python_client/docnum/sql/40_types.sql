@@ -12,28 +12,32 @@ BEGIN
     IF p_time_zone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = p_time_zone)
     THEN
         RAISE EXCEPTION 'unknown time zone %', coalesce(quote_literal(left(p_time_zone, 60)), 'NULL')
-            USING ERRCODE = 'NB006', DETAIL = 'time_zone must be an IANA time zone name.',
+            USING ERRCODE = 'NB006', COLUMN = 'time_zone', DETAIL = 'time_zone must be an IANA time zone name.',
                   HINT = 'For example ''UTC'', ''Asia/Bangkok'' or ''Europe/Paris''.';
     END IF;
     IF p_max_value IS NOT NULL AND p_max_value NOT BETWEEN 1 AND 9223372036854775806 THEN
         RAISE EXCEPTION 'invalid max_value %', p_max_value
-            USING ERRCODE = 'NB006', DETAIL = 'max_value lies between 1 and 9223372036854775806 (2^63 - 2).',
+            USING ERRCODE = 'NB006', COLUMN = 'max_value',
+                  DETAIL = 'max_value lies between 1 and 9223372036854775806 (2^63 - 2).',
                   HINT = 'Omit it to use the largest value the {SEQ:n} padding can show.';
     END IF;
     IF p_ttl IS NULL OR p_ttl <= interval '0' OR p_ttl > interval '7 days' THEN
         RAISE EXCEPTION 'invalid reservation_ttl %', coalesce(p_ttl::text, 'NULL')
-            USING ERRCODE = 'NB006', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
+            USING ERRCODE = 'NB006', COLUMN = 'reservation_ttl',
+                  DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
                   HINT = 'The default is 5 minutes.';
     END IF;
     IF p_lock_timeout IS NOT NULL AND (p_lock_timeout < interval '1 millisecond' OR p_lock_timeout > interval '1 hour')
     THEN
         RAISE EXCEPTION 'invalid lock_timeout %', p_lock_timeout
-            USING ERRCODE = 'NB006', DETAIL = 'lock_timeout lies between 1 millisecond and 1 hour, or is NULL.',
+            USING ERRCODE = 'NB006', COLUMN = 'lock_timeout',
+                  DETAIL = 'lock_timeout lies between 1 millisecond and 1 hour, or is NULL.',
                   HINT = 'NULL leaves only the session''s lock_timeout in force.';
     END IF;
     IF p_metadata IS NULL OR jsonb_typeof(p_metadata) <> 'object' THEN
         RAISE EXCEPTION 'invalid metadata'
-            USING ERRCODE = 'NB006', DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' for none.';
+            USING ERRCODE = 'NB006', COLUMN = 'metadata',
+                  DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' for none.';
     END IF;
 END
 $$;
@@ -65,13 +69,14 @@ BEGIN
     PERFORM docnum._require_writable();
     IF define_type.code IS NULL OR define_type.code !~ '^[A-Z][A-Z0-9_]{0,29}$' THEN
         RAISE EXCEPTION 'invalid document type code %', coalesce(quote_literal(left(define_type.code, 60)), 'NULL')
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'code',
                   DETAIL = 'A code is an upper-case identifier: a letter, then letters, digits or _ (30 at most).',
                   HINT = 'For example ''COR'' or ''RFA_2''.';
     END IF;
     IF v_scope IS NULL OR v_scope NOT IN ('GLOBAL', 'PROJECT', 'CONTRACT', 'YEARLY', 'MONTHLY') THEN
         RAISE EXCEPTION 'invalid scope %', coalesce(quote_literal(left(define_type.scope, 60)), 'NULL')
-            USING ERRCODE = 'NB006', DETAIL = 'scope is one of GLOBAL, PROJECT, CONTRACT, YEARLY, MONTHLY.',
+            USING ERRCODE = 'NB006', COLUMN = 'scope',
+                  DETAIL = 'scope is one of GLOBAL, PROJECT, CONTRACT, YEARLY, MONTHLY.',
                   HINT = 'PROJECT and CONTRACT take a scope value at allocation; YEARLY and MONTHLY reset.';
     END IF;
     IF v_reset IS NULL THEN
@@ -80,7 +85,7 @@ BEGIN
           OR (v_scope IN ('YEARLY', 'MONTHLY') AND v_reset <> v_scope) THEN
         RAISE EXCEPTION 'invalid reset % for scope %', quote_literal(left(define_type.reset, 60)),
                 left(v_scope, 60)
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'reset',
                   DETAIL = 'reset is NEVER, YEARLY or MONTHLY; a YEARLY or MONTHLY scope implies its own reset.',
                   HINT = 'For a per-project counter restarting each year: scope => ''PROJECT'', reset => ''YEARLY''.';
     END IF;
@@ -89,7 +94,8 @@ BEGIN
     PERFORM docnum._check_text('actor', define_type.actor, 200);
     IF define_type.allow_manual_override IS NULL THEN
         RAISE EXCEPTION 'allow_manual_override cannot be NULL'
-            USING ERRCODE = 'NB006', DETAIL = 'It is true or false.', HINT = 'The default is false.';
+            USING ERRCODE = 'NB006', COLUMN = 'allow_manual_override',
+                  DETAIL = 'It is true or false.', HINT = 'The default is false.';
     END IF;
 
     v_compiled := docnum._compile_format(define_type.code, define_type.format, v_scope, v_reset);
@@ -136,8 +142,8 @@ BEGIN
             v_new.created_at, v_new.updated_at, v_new.render_head, v_new.render_tail, v_new.seq_width,
             v_new.parse_pattern, v_new.parse_groups)
     RETURNING * INTO v_new;
-    INSERT INTO docnum.audit_log (operation, document_type, actor, new_value)
-    VALUES ('DEFINE_TYPE', v_new.code, define_type.actor, docnum._type_json(v_new));
+    PERFORM docnum._audit('DEFINE_TYPE', v_new.code, NULL, NULL, define_type.actor, NULL, docnum._type_json(v_new),
+                          NULL);
     RETURN v_new;
 END
 $$;
@@ -164,13 +170,8 @@ BEGIN
     PERFORM docnum._require_writable();
     PERFORM docnum._check_text('actor', alter_type.actor, 200);
     PERFORM docnum._check_text('reason', alter_type.reason, 1000);
-    SELECT t.* INTO v_old FROM docnum.document_type t WHERE t.code = alter_type.document_type FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'document type % is not defined', coalesce(quote_literal(left(alter_type.document_type, 60)),
-                                                                    'NULL')
-            USING ERRCODE = 'NB001', DETAIL = 'No row in docnum.document_type has this code.',
-                  HINT = 'Define it with docnum.define_type().';
-    END IF;
+    v_old := docnum._type(alter_type.document_type);
+    SELECT t.* INTO STRICT v_old FROM docnum.document_type t WHERE t.code = v_old.code FOR UPDATE;
     v_new := v_old;
     v_new.time_zone := coalesce(alter_type.time_zone, v_old.time_zone);
     v_new.max_value := coalesce(alter_type.max_value, v_old.max_value);
@@ -200,7 +201,7 @@ BEGIN
         IF FOUND THEN
             RAISE EXCEPTION 'format % cannot show period % of %', quote_literal(left(alter_type.format, 60)),
                     v_bad.period, v_old.code
-                USING ERRCODE = 'NB006',
+                USING ERRCODE = 'NB006', COLUMN = 'format',
                       DETAIL = '{YY} reads back as a year of 2000..2099, and the type has a counter of another '
                                'year.',
                       HINT = 'Keep {YYYY} in the format.';
@@ -217,7 +218,7 @@ BEGIN
         IF FOUND THEN
             RAISE EXCEPTION 'format % would make % ambiguous', quote_literal(left(alter_type.format, 60)),
                     quote_literal(left(v_bad.document_number, 60))
-                USING ERRCODE = 'NB006',
+                USING ERRCODE = 'NB006', COLUMN = 'format',
                       DETAIL = pg_catalog.format('Existing number %s (type %s) would read as a different %s number.',
                                                  left(v_bad.document_number, 60), v_bad.document_type,
                                                  v_old.code),
@@ -232,7 +233,7 @@ BEGIN
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'max_value % is below a counter of %', v_new.max_value, v_old.code
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'max_value',
                   DETAIL = pg_catalog.format('Counter %s/%s is already at %s.', v_bad.scope_value, v_bad.period,
                                              v_bad.current_value),
                   HINT = 'max_value can only stay above every counter''s current value.';
@@ -249,9 +250,10 @@ BEGIN
            updated_at = v_new.updated_at, render_head = v_new.render_head, render_tail = v_new.render_tail,
            seq_width = v_new.seq_width, parse_pattern = v_new.parse_pattern, parse_groups = v_new.parse_groups
      WHERE t.code = v_old.code;
-    INSERT INTO docnum.audit_log (operation, document_type, actor, old_value, new_value, metadata)
-    VALUES ('ALTER_TYPE', v_old.code, alter_type.actor, docnum._type_json(v_old), docnum._type_json(v_new),
-            CASE WHEN alter_type.reason IS NULL THEN NULL ELSE jsonb_build_object('reason', alter_type.reason) END);
+    PERFORM docnum._audit('ALTER_TYPE', v_old.code, NULL, NULL, alter_type.actor, docnum._type_json(v_old),
+                          docnum._type_json(v_new),
+                          CASE WHEN alter_type.reason IS NULL THEN NULL
+                               ELSE jsonb_build_object('reason', alter_type.reason) END);
     RETURN v_new;
 END
 $$;

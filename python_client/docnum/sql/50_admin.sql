@@ -30,59 +30,28 @@ CREATE TABLE docnum.document_table (
 );
 COMMENT ON TABLE docnum.document_table IS 'Application tables whose document numbers check_duplicates() inspects';
 
--- Loads a type for an administrative operation (NB001 when unknown) after checking the common arguments.
-CREATE FUNCTION docnum._admin_type(p_code text, p_actor text, p_reason text, p_reason_required boolean)
+-- Checks the arguments every administrative operation shares (a writable transaction, actor, reason) and, when
+-- p_type_required, returns the type of p_code (docnum._type: NB006 without a code, NB001 for an unknown one).
+CREATE FUNCTION docnum._admin_type(p_code text, p_actor text, p_reason text, p_reason_required boolean,
+                                   p_type_required boolean DEFAULT true)
 RETURNS docnum.document_type
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_type docnum.document_type;
 BEGIN
     PERFORM docnum._require_writable();
     PERFORM docnum._check_text('actor', p_actor, 200);
     PERFORM docnum._check_text('reason', p_reason, 1000);
     IF p_reason_required AND p_reason IS NULL THEN
         RAISE EXCEPTION 'a reason is required'
-            USING ERRCODE = 'NB006', DETAIL = 'Administrative changes to numbering are audited with their reason.',
+            USING ERRCODE = 'NB006', COLUMN = 'reason',
+                  DETAIL = 'Administrative changes to numbering are audited with their reason.',
                   HINT = 'Pass reason => ''...''.';
     END IF;
-    IF p_code IS NULL THEN
-        RETURN NULL;
+    IF p_type_required THEN
+        RETURN docnum._type(p_code);
     END IF;
-    SELECT t.* INTO v_type FROM docnum.document_type t WHERE t.code = p_code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'document type % is not defined', quote_literal(left(p_code, 60))
-            USING ERRCODE = 'NB001', DETAIL = 'No row in docnum.document_type has this code.',
-                  HINT = 'Define it with docnum.define_type(); codes are upper-case, e.g. ''COR''.';
-    END IF;
-    RETURN v_type;
-END
-$$;
-
--- Checks a scope value read from a number or given by an administrator against its type's rules.
-CREATE FUNCTION docnum._check_scope(p_type docnum.document_type, p_scope text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
-        IF coalesce(p_scope, '') <> '' THEN
-            RAISE EXCEPTION 'document type % takes no scope value', p_type.code
-                USING ERRCODE = 'NB006', DETAIL = pg_catalog.format('%s is a %s type.', p_type.code, p_type.scope),
-                      HINT = 'Omit scope for this type.';
-        END IF;
-        RETURN '';
-    END IF;
-    IF p_scope IS NULL OR p_scope = '' OR length(p_scope) > 64 OR docnum._has_invisible(p_scope)
-       OR NOT docnum._is_trimmed(p_scope) THEN
-        RAISE EXCEPTION 'invalid scope value %', coalesce(quote_literal(left(p_scope, 60)), 'NULL')
-            USING ERRCODE = 'NB006',
-                  DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format characters or '
-                           'surrounding spaces.',
-                  HINT = pg_catalog.format('%s numbers are counted per %s.', p_type.code, lower(p_type.scope));
-    END IF;
-    RETURN p_scope;
+    RETURN NULL;
 END
 $$;
 
@@ -102,20 +71,17 @@ DECLARE
     v_counter docnum.counter;
     v_number_id bigint;
 BEGIN
-    IF override_number.document_type IS NULL OR override_number.document_type = '' THEN
-        RAISE EXCEPTION 'a document type is required'
-            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.',
-                  HINT = 'Pass the code of the type the number belongs to.';
-    END IF;
     v_type := docnum._admin_type(override_number.document_type, override_number.actor, override_number.reason, true);
     PERFORM docnum._check_text('document_number', override_number.document_number, 300);
     IF override_number.document_number IS NULL THEN
         RAISE EXCEPTION 'a document number is required'
-            USING ERRCODE = 'NB006', DETAIL = 'document_number was NULL.', HINT = 'Pass the number to record.';
+            USING ERRCODE = 'NB006', COLUMN = 'document_number',
+                  DETAIL = 'document_number was NULL.', HINT = 'Pass the number to record.';
     END IF;
     IF override_number.skip_validation IS NULL THEN
         RAISE EXCEPTION 'skip_validation cannot be NULL'
-            USING ERRCODE = 'NB006', DETAIL = 'It is true or false.', HINT = 'The default is false.';
+            USING ERRCODE = 'NB006', COLUMN = 'skip_validation',
+                  DETAIL = 'It is true or false.', HINT = 'The default is false.';
     END IF;
     IF NOT v_type.allow_manual_override THEN
         RAISE EXCEPTION 'manual override is not allowed for %', v_type.code
@@ -129,16 +95,17 @@ BEGIN
     IF v_parsed.sequence_value IS NULL AND NOT override_number.skip_validation THEN
         RAISE EXCEPTION 'number % does not match the format of %', quote_literal(left(override_number.document_number, 60)),
                 v_type.code
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'document_number',
                   DETAIL = pg_catalog.format('The format is %s.', v_type.format),
                   HINT = 'Correct the number, or pass skip_validation => true to record it without a counter.';
     END IF;
     IF v_parsed.sequence_value IS NOT NULL THEN
-        PERFORM docnum._check_scope(v_type, v_parsed.scope_value);
+        PERFORM docnum._check_scope(v_type, nullif(v_parsed.scope_value, ''), 'document_number');
         IF v_parsed.sequence_value > v_type.max_value THEN
             RAISE EXCEPTION 'number % is above max_value % of %', override_number.document_number,
                     v_type.max_value, v_type.code
-                USING ERRCODE = 'NB006', DETAIL = 'Its sequence value would exhaust the counter.',
+                USING ERRCODE = 'NB006', COLUMN = 'document_number',
+                      DETAIL = 'Its sequence value would exhaust the counter.',
                       HINT = 'Raise max_value with docnum.alter_type() first.';
         END IF;
         v_counter := docnum._lock_counter(v_type, v_parsed.scope_value, v_parsed.period);
@@ -179,17 +146,16 @@ BEGIN
          WHERE c.counter_id = v_counter.counter_id;
     END IF;
 
-    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
-                                  new_value, metadata)
-    VALUES ('MANUAL_OVERRIDE', v_type.code, override_number.document_number, nullif(v_parsed.scope_value, ''),
-            override_number.actor,
-            CASE WHEN v_counter.counter_id IS NOT NULL
-                 THEN jsonb_build_object('counter_value', v_counter.current_value) END,
-            jsonb_build_object('state', 'overridden', 'sequence_value', v_parsed.sequence_value,
-                               'period', v_parsed.period,
-                               'counter_value', greatest(v_counter.current_value, v_parsed.sequence_value)),
-            jsonb_build_object('reason', override_number.reason,
-                               'skip_validation', override_number.skip_validation));
+    PERFORM docnum._audit('MANUAL_OVERRIDE', v_type.code, override_number.document_number,
+                          nullif(v_parsed.scope_value, ''), override_number.actor,
+                          CASE WHEN v_counter.counter_id IS NOT NULL
+                               THEN jsonb_build_object('counter_value', v_counter.current_value) END,
+                          jsonb_build_object('state', 'overridden', 'sequence_value', v_parsed.sequence_value,
+                                             'period', v_parsed.period,
+                                             'counter_value', greatest(v_counter.current_value,
+                                                                       v_parsed.sequence_value)),
+                          jsonb_build_object('reason', override_number.reason,
+                                             'skip_validation', override_number.skip_validation));
     RETURN override_number.document_number;
 END
 $$;
@@ -204,10 +170,11 @@ AS $$
 DECLARE
     v_row docnum.ledger;
 BEGIN
-    PERFORM docnum._admin_type(NULL, p_actor, p_reason, true);
+    PERFORM docnum._admin_type(NULL, p_actor, p_reason, true, false);
     IF p_number IS NULL OR p_number = '' THEN
         RAISE EXCEPTION 'a document number is required'
-            USING ERRCODE = 'NB006', DETAIL = 'document_number was NULL or empty.', HINT = 'Pass the number to void.';
+            USING ERRCODE = 'NB006', COLUMN = 'document_number',
+                  DETAIL = 'document_number was NULL or empty.', HINT = 'Pass the number to void.';
     END IF;
     SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.document_number = p_number FOR UPDATE;
     IF NOT FOUND THEN
@@ -224,12 +191,11 @@ BEGIN
     END IF;
     UPDATE docnum.ledger l SET state = 'voided', voided_at = now(), void_reason = p_reason
      WHERE l.number_id = v_row.number_id;
-    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
-                                  new_value, metadata)
-    SELECT p_operation, v_row.document_type, v_row.document_number, nullif(c.scope_value, ''), p_actor,
-           jsonb_build_object('state', v_row.state), jsonb_build_object('state', 'voided'),
-           jsonb_build_object('reason', p_reason)
-      FROM (SELECT 1) AS one LEFT JOIN docnum.counter c ON c.counter_id = v_row.counter_id;
+    PERFORM docnum._audit(p_operation, v_row.document_type, v_row.document_number,
+                          (SELECT nullif(c.scope_value, '') FROM docnum.counter c
+                            WHERE c.counter_id = v_row.counter_id),
+                          p_actor, jsonb_build_object('state', v_row.state), jsonb_build_object('state', 'voided'),
+                          jsonb_build_object('reason', p_reason));
     RETURN v_row;
 END
 $$;
@@ -263,7 +229,8 @@ BEGIN
                           'VOID');
     IF v_old.counter_id IS NULL THEN
         RAISE EXCEPTION 'number % has no counter to replace it from', void_and_replace.document_number
-            USING ERRCODE = 'NB006', DETAIL = 'It was recorded with skip_validation and does not match its format.',
+            USING ERRCODE = 'NB006', COLUMN = 'document_number',
+                  DETAIL = 'It was recorded with skip_validation and does not match its format.',
                   HINT = 'Void it with docnum.void_number() and issue a new number with docnum.next_number().';
     END IF;
     SELECT t.* INTO STRICT v_type FROM docnum.document_type t WHERE t.code = v_old.document_type;
@@ -284,12 +251,9 @@ BEGIN
     SELECT l.number_id INTO STRICT v_new_id FROM docnum.ledger l WHERE l.document_number = v_new.document_number;
     UPDATE docnum.ledger l SET replaced_by_number_id = v_new_id WHERE l.number_id = v_old.number_id;
     UPDATE docnum.ledger l SET replaces_number_id = v_old.number_id WHERE l.number_id = v_new_id;
-    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
-                                  new_value, metadata)
-    VALUES ('REPLACE_LINK', v_type.code, v_old.document_number, nullif(v_parsed.scope_value, ''),
-            void_and_replace.actor, NULL,
-            jsonb_build_object('replaced_by', v_new.document_number),
-            jsonb_build_object('reason', void_and_replace.reason));
+    PERFORM docnum._audit('REPLACE_LINK', v_type.code, v_old.document_number, nullif(v_parsed.scope_value, ''),
+                          void_and_replace.actor, NULL, jsonb_build_object('replaced_by', v_new.document_number),
+                          jsonb_build_object('reason', void_and_replace.reason));
     RETURN v_new.document_number;
 END
 $$;
@@ -309,15 +273,11 @@ DECLARE
     v_period  text;
     v_counter docnum.counter;
 BEGIN
-    IF set_counter.document_type IS NULL OR set_counter.document_type = '' THEN
-        RAISE EXCEPTION 'a document type is required'
-            USING ERRCODE = 'NB006', DETAIL = 'document_type was NULL or empty.', HINT = 'Pass a type code.';
-    END IF;
     v_type := docnum._admin_type(set_counter.document_type, set_counter.actor, set_counter.reason, true);
     v_scope := docnum._check_scope(v_type, set_counter.scope);
     IF set_counter.value IS NULL OR set_counter.value < 0 OR set_counter.value > v_type.max_value THEN
         RAISE EXCEPTION 'invalid counter value %', coalesce(set_counter.value::text, 'NULL')
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'value',
                   DETAIL = pg_catalog.format('A counter value lies between 0 and max_value %s.', v_type.max_value),
                   HINT = 'The next number issued is value + 1 (or the first value after it with no ledger row).';
     END IF;
@@ -327,7 +287,7 @@ BEGIN
        OR (v_type.reset = 'YEARLY' AND v_period !~ '^[1-9][0-9]{3}$')
        OR (v_type.reset = 'MONTHLY' AND v_period !~ '^[1-9][0-9]{3}-(0[1-9]|1[0-2])$') THEN
         RAISE EXCEPTION 'invalid period % for a % reset', quote_literal(left(v_period, 20)), v_type.reset
-            USING ERRCODE = 'NB006',
+            USING ERRCODE = 'NB006', COLUMN = 'period',
                   DETAIL = 'Periods are '''' (NEVER), ''2025'' (YEARLY) or ''2025-10'' (MONTHLY), years 1000 to 9999.',
                   HINT = 'Omit period for the current one.';
     END IF;
@@ -342,11 +302,10 @@ BEGIN
                 set_counter.actor);
     END IF;
     UPDATE docnum.counter c SET current_value = set_counter.value WHERE c.counter_id = v_counter.counter_id;
-    INSERT INTO docnum.audit_log (operation, document_type, scope_value, actor, old_value, new_value, metadata)
-    VALUES ('SET_COUNTER', v_type.code, nullif(v_scope, ''), set_counter.actor,
-            jsonb_build_object('period', v_period, 'value', v_counter.current_value),
-            jsonb_build_object('period', v_period, 'value', set_counter.value),
-            jsonb_build_object('reason', set_counter.reason));
+    PERFORM docnum._audit('SET_COUNTER', v_type.code, NULL, nullif(v_scope, ''), set_counter.actor,
+                          jsonb_build_object('period', v_period, 'value', v_counter.current_value),
+                          jsonb_build_object('period', v_period, 'value', set_counter.value),
+                          jsonb_build_object('reason', set_counter.reason));
     RETURN set_counter.value;
 END
 $$;
@@ -426,10 +385,13 @@ DECLARE
     v_schema  name;
     v_table   name;
 BEGIN
-    PERFORM docnum._admin_type(NULL, register_document_table.actor, NULL, false);
+    PERFORM docnum._admin_type(NULL, register_document_table.actor, NULL, false, false);
     IF register_document_table.table_name IS NULL OR register_document_table.number_column IS NULL THEN
         RAISE EXCEPTION 'a table and a column are required'
-            USING ERRCODE = 'NB006', DETAIL = 'table_name or number_column was NULL.',
+            USING ERRCODE = 'NB006',
+                  COLUMN = CASE WHEN register_document_table.table_name IS NULL THEN 'table_name'
+                                ELSE 'number_column' END,
+                  DETAIL = 'table_name or number_column was NULL.',
                   HINT = 'Pass table_name => ''schema.table'', number_column => ''document_number''.';
     END IF;
     -- Only the catalog is read here: nothing of the table itself runs.
@@ -437,7 +399,7 @@ BEGIN
                                                 register_document_table.number_column);
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION 'cannot register % as a document table', register_document_table.table_name
-            USING ERRCODE = 'NB006', DETAIL = v_problem || '.',
+            USING ERRCODE = 'NB006', COLUMN = 'table_name', DETAIL = v_problem || '.',
                   HINT = 'Register an ordinary (or partitioned) table of the application, without row level '
                          'security, whose number column is of type text or varchar.';
     END IF;
@@ -447,10 +409,10 @@ BEGIN
     INSERT INTO docnum.document_table AS d (schema_name, table_name, number_column)
     VALUES (v_schema, v_table, register_document_table.number_column)
     ON CONFLICT ON CONSTRAINT document_table_pkey DO UPDATE SET number_column = EXCLUDED.number_column;
-    INSERT INTO docnum.audit_log (operation, actor, new_value)
-    VALUES ('REGISTER_TABLE', register_document_table.actor,
-            jsonb_build_object('table', pg_catalog.format('%I.%I', v_schema, v_table),
-                               'schema_name', v_schema, 'table_name', v_table,
-                               'number_column', register_document_table.number_column));
+    PERFORM docnum._audit('REGISTER_TABLE', NULL, NULL, NULL, register_document_table.actor, NULL,
+                          jsonb_build_object('table', pg_catalog.format('%I.%I', v_schema, v_table),
+                                             'schema_name', v_schema, 'table_name', v_table,
+                                             'number_column', register_document_table.number_column),
+                          NULL);
 END
 $$;

@@ -66,7 +66,7 @@ BEGIN
     PERFORM docnum._check_text('actor', import_numbers.actor, 200);
     IF import_numbers.rows IS NULL OR jsonb_typeof(import_numbers.rows) <> 'array' THEN
         RAISE EXCEPTION 'rows must be a JSON array'
-            USING ERRCODE = 'NB006', DETAIL = 'import_numbers takes an array of objects.',
+            USING ERRCODE = 'NB006', COLUMN = 'rows', DETAIL = 'import_numbers takes an array of objects.',
                   HINT = '[{"document_type": "COR", "document_number": "COR-2019-00042"}, ...]';
     END IF;
 
@@ -88,9 +88,8 @@ BEGIN
                    WHEN f.number = '' OR length(f.number) > 300 OR docnum._has_invisible(f.number)
                        THEN 'invalid document number'
                    WHEN p.sequence_value IS NULL THEN 'does not match the format ' || t.format
-                   WHEN t.scope IN ('PROJECT', 'CONTRACT')
-                        AND (length(p.scope_value) > 64 OR docnum._has_invisible(p.scope_value)
-                             OR NOT docnum._is_trimmed(p.scope_value)) THEN 'invalid scope value'
+                   WHEN t.scope IN ('PROJECT', 'CONTRACT') AND NOT docnum._is_scope_value(p.scope_value)
+                       THEN 'invalid scope value'
                    WHEN p.sequence_value > t.max_value THEN 'sequence value above max_value ' || t.max_value
                    WHEN f.created_at IS NOT NULL AND docnum._to_timestamptz(f.created_at) IS NULL
                        THEN 'invalid created_at ' || quote_literal(left(f.created_at, 40))
@@ -118,7 +117,7 @@ BEGIN
       FROM docnum.document_type t
      WHERE t.code IN (SELECT r.document_type FROM unnest(v_rows) r WHERE r.problem IS NULL);
     v_limit_ms := docnum._lock_limit_ms(v_lock_timeout);
-    PERFORM set_config('lock_timeout', v_limit_ms::text, true);
+    PERFORM docnum._set_lock_timeout(v_limit_ms::text);
     BEGIN
         -- Only missing counters are inserted (ON CONFLICT alone would use up an identity value for each existing
         -- one). Creating a counter can wait: for another transaction that is creating the same one.
@@ -142,7 +141,7 @@ BEGIN
            FOR NO KEY UPDATE;
         -- And, where free, their places in the fair queue: an allocation then waits for this import in the queue,
         -- under its own lock limit, rather than on the row lock its fast path would otherwise meet.
-        PERFORM pg_try_advisory_xact_lock(1685021550, c.counter_id::integer)
+        PERFORM docnum._queue_try_lock(c.counter_id)
            FROM docnum.counter c
           WHERE c.counter_id IN (SELECT c2.counter_id
                                    FROM unnest(v_rows) r
@@ -157,7 +156,7 @@ BEGIN
                                              'than the lock timeout (%s ms).', v_limit_ms),
                   HINT = 'Retry the import; it changes nothing until it succeeds.';
     END;
-    PERFORM set_config('lock_timeout', v_session_lock_timeout, true);
+    PERFORM docnum._set_lock_timeout(v_session_lock_timeout);
 
     -- 3. Under the locks: compare with the ledger, insert, move counters, audit, report.
     RETURN QUERY
@@ -212,17 +211,18 @@ BEGIN
           FROM moved m
         RETURNING 1
     ), audited AS (
-        INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, new_value,
-                                      metadata)
-        SELECT 'IMPORT', i.document_type, i.document_number, nullif(c.scope_value, ''), import_numbers.actor,
-               jsonb_build_object('state', 'imported', 'sequence_value', i.sequence_value, 'period', c.period,
-                                  'document_ref', i.document_ref),
-               jsonb_build_object('source', 'import')
+        -- One audit row per imported number. Reading this CTE below is what runs it (a plain SELECT in WITH
+        -- runs only when read).
+        SELECT count(docnum._audit('IMPORT', i.document_type, i.document_number, nullif(c.scope_value, ''),
+                                   import_numbers.actor, NULL,
+                                   jsonb_build_object('state', 'imported', 'sequence_value', i.sequence_value,
+                                                      'period', c.period, 'document_ref', i.document_ref),
+                                   jsonb_build_object('source', 'import'))) AS written
           FROM inserted i JOIN docnum.counter c ON c.counter_id = i.counter_id
-        RETURNING 1
     )
     SELECT k.row_number, k.document_type, k.document_number, k.status, k.detail
       FROM classified k
+     CROSS JOIN audited
      ORDER BY k.row_number;
 END
 $$;

@@ -32,9 +32,23 @@ SELECT c.document_type,
        WHERE l.counter_id = c.counter_id) s ON true;
 COMMENT ON VIEW docnum.sequence_status IS 'One row per counter: value, utilisation and numbers by state';
 
+-- The rows of docnum.sequence_status, of one type (NB001 when it does not exist) or of all (NULL), in counter
+-- order: the view as a command, which can tell an unknown type from a type without counters.
+CREATE FUNCTION docnum.status(document_type text DEFAULT NULL)
+RETURNS SETOF docnum.sequence_status
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT docnum._type(status.document_type) WHERE status.document_type IS NOT NULL;
+    SELECT s.* FROM docnum.sequence_status s
+     WHERE status.document_type IS NULL OR s.document_type = status.document_type
+     ORDER BY s.document_type, s.scope_value, s.period;
+END;
+
 -- Values at or below a counter that have no ledger row, as ranges: each range is wholly explained by one
 -- recorded skip (the latest covering its values) or wholly unexplained (NULL source, reason, actor and
 -- recorded_at). One row per hole and skip boundary, never per value, so a jump of any size costs one row.
+-- A document_type that does not exist is NB001, not an empty result.
 CREATE FUNCTION docnum.gaps(document_type text DEFAULT NULL, scope text DEFAULT NULL, period text DEFAULT NULL)
 RETURNS TABLE (document_type text, scope_value text, period text, first_value bigint, last_value bigint,
                value_count bigint, explained boolean, source text, reason text, actor text,
@@ -42,6 +56,7 @@ RETURNS TABLE (document_type text, scope_value text, period text, first_value bi
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+    SELECT docnum._type(gaps.document_type) WHERE gaps.document_type IS NOT NULL;
     WITH counters AS (
         SELECT c.counter_id, c.current_value
           FROM docnum.counter c
@@ -297,7 +312,8 @@ BEGIN ATOMIC
      ORDER BY a.audit_id;
 END;
 
--- Audit rows with occurred_at in [from_time, to_time), optionally of one type, in a stable column order.
+-- Audit rows with occurred_at in [from_time, to_time), optionally of one type (NB001 when it does not exist), in
+-- a stable column order.
 CREATE FUNCTION docnum.audit_export(from_time timestamptz, to_time timestamptz, document_type text DEFAULT NULL)
 RETURNS TABLE (audit_id bigint, occurred_at timestamptz, operation text, document_type text,
                document_number text, scope_value text, actor text, session_user_name text, client_addr inet,
@@ -305,6 +321,7 @@ RETURNS TABLE (audit_id bigint, occurred_at timestamptz, operation text, documen
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+    SELECT docnum._type(audit_export.document_type) WHERE audit_export.document_type IS NOT NULL;
     SELECT a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value, a.actor,
            a.session_user_name, a.client_addr, a.application_name, a.old_value, a.new_value, a.metadata
       FROM docnum.audit_log a

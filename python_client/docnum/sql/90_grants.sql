@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION
 TO docnum_admin;
 
 GRANT EXECUTE ON FUNCTION
+    docnum.status(text),
     docnum.gaps(text, text, text),
     docnum.check_duplicates(),
     docnum._document_table_problem(oid, name),

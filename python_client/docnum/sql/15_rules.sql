@@ -1,0 +1,157 @@
+-- docnum: the rules every command shares, each in one function. What counts as a visible text and a scope value,
+-- how a type code is looked up (NB001), how long an operation waits for a counter and how it sets that limit,
+-- the advisory key of a counter's fair queue, and how an audit row is written outside the hot path.
+-- The hot path (docnum._prepare, docnum._issue) calls the rules written in SQL, which the planner inlines, and
+-- calls a PL/pgSQL rule only to explain a refusal: a PL/pgSQL call costs some 10-15 k instructions.
+
+-- True when a text holds a character that is not shown as itself: control characters (Unicode category Cc), format
+-- characters (Cf: soft hyphen, zero-width space and joiners, bidirectional marks, word joiner, byte order mark,
+-- tags...) and the line and paragraph separators (Zl, Zp). Such a character would make two different values
+-- print alike, so every text docnum stores or prints as an identifier refuses them. The one list of them.
+CREATE FUNCTION docnum._has_invisible(p_text text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_text ~ ('[\x01-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e'
+                 '\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd'
+                 '\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001'
+                 '\U000e0020-\U000e007f]');
+
+-- True when a text neither starts nor ends with a space of any kind (Unicode category Zs: the space, no-break
+-- space, en and em spaces, ideographic space...): a scope value with one would print like another without it.
+CREATE FUNCTION docnum._is_trimmed(p_text text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_text = btrim(p_text, E' \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a'
+                              '\u202f\u205f\u3000');
+
+-- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1..max visible chars.
+-- p_name is the argument's name, reported as the error's COLUMN.
+CREATE FUNCTION docnum._check_text(p_name text, p_value text, p_max integer) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NOT NULL AND (p_value = '' OR length(p_value) > p_max OR docnum._has_invisible(p_value)) THEN
+        RAISE EXCEPTION 'invalid %: %', p_name, quote_literal(left(p_value, 60))
+            USING ERRCODE = 'NB006', COLUMN = p_name,
+                  DETAIL = pg_catalog.format('%s must be 1 to %s characters without control or invisible '
+                                             'format characters.', p_name, p_max),
+                  HINT = pg_catalog.format('Pass NULL to omit %s.', p_name);
+    END IF;
+    RETURN p_value;
+END
+$$;
+
+-- The scope-value rule: 1 to 64 characters, none of them invisible, no space of any kind at either end. NULL for
+-- NULL. Inlined where it is used; docnum._check_scope() explains a refusal.
+CREATE FUNCTION docnum._is_scope_value(p_scope text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_scope <> '' AND length(p_scope) <= 64 AND NOT docnum._has_invisible(p_scope)
+       AND docnum._is_trimmed(p_scope);
+
+-- Returns the scope value a type counts under ('' for a type without one) or raises NB006 saying why the given
+-- one is refused: a PROJECT or CONTRACT type needs a value that passes docnum._is_scope_value(), any other type
+-- takes none (NULL). p_column names the argument the value came from (scope, document_number...).
+CREATE FUNCTION docnum._check_scope(p_type docnum.document_type, p_scope text, p_column text DEFAULT 'scope')
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
+        IF p_scope IS NOT NULL THEN
+            RAISE EXCEPTION 'document type % takes no scope value', p_type.code
+                USING ERRCODE = 'NB006', COLUMN = p_column,
+                      DETAIL = pg_catalog.format('%s is a %s type; scope %s would be ignored.', p_type.code,
+                                                 p_type.scope, quote_literal(left(p_scope, 60))),
+                      HINT = 'Omit scope for this type.';
+        END IF;
+        RETURN '';
+    END IF;
+    IF p_scope IS NULL OR p_scope = '' THEN
+        RAISE EXCEPTION 'document type % needs a scope value', p_type.code
+            USING ERRCODE = 'NB006', COLUMN = p_column,
+                  DETAIL = pg_catalog.format('%s numbers are counted per %s.', p_type.code, lower(p_type.scope)),
+                  HINT = pg_catalog.format('Pass scope => the %s identifier, e.g. ''PRJ-7''.', lower(p_type.scope));
+    END IF;
+    IF NOT docnum._is_scope_value(p_scope) THEN
+        RAISE EXCEPTION 'invalid scope value %', quote_literal(left(p_scope, 60))
+            USING ERRCODE = 'NB006', COLUMN = p_column,
+                  DETAIL = 'A scope value is 1 to 64 characters, without control or invisible format characters or '
+                           'surrounding spaces.',
+                  HINT = 'Use a short stable identifier such as a project code.';
+    END IF;
+    RETURN p_scope;
+END
+$$;
+
+-- The type of a code, or NB006 (no code) / NB001 (no such type), the error every command raises for a type code
+-- that does not exist. Reads without locking. The hot path reads the row itself and calls this only on a miss.
+CREATE FUNCTION docnum._type(p_code text) RETURNS docnum.document_type
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_type docnum.document_type;
+BEGIN
+    IF p_code IS NULL OR p_code = '' THEN
+        RAISE EXCEPTION 'a document type is required'
+            USING ERRCODE = 'NB006', COLUMN = 'document_type', DETAIL = 'document_type was NULL or empty.',
+                  HINT = 'Pass the code of a type created with docnum.define_type(), e.g. ''COR''.';
+    END IF;
+    SELECT t.* INTO v_type FROM docnum.document_type t WHERE t.code = p_code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'document type % is not defined', quote_literal(left(p_code, 60))
+            USING ERRCODE = 'NB001', COLUMN = 'document_type',
+                  DETAIL = 'No row in docnum.document_type has this code.',
+                  HINT = 'Define it with docnum.define_type(); codes are upper-case, e.g. ''COR''.';
+    END IF;
+    RETURN v_type;
+END
+$$;
+
+-- The limit an operation on a type's counters waits under, in milliseconds (0: none): the type's lock_timeout
+-- unless the session's own lock_timeout is shorter. One unit, whichever setting it came from.
+CREATE FUNCTION docnum._lock_limit_ms(p_type_limit interval) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_session bigint := ceil(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000)::bigint;
+    v_type    bigint := ceil(extract(epoch FROM p_type_limit) * 1000)::bigint;
+BEGIN
+    IF v_type IS NULL OR (v_session > 0 AND v_session < v_type) THEN
+        RETURN v_session;
+    END IF;
+    RETURN v_type;
+END
+$$;
+
+-- Sets lock_timeout for the rest of this transaction to a value from docnum._lock_limit_ms() (ms) or to the
+-- session's own setting, to put it back; returns the value set. The only place docnum changes lock_timeout.
+CREATE FUNCTION docnum._set_lock_timeout(p_value text) RETURNS text
+LANGUAGE sql VOLATILE
+RETURN pg_catalog.set_config('lock_timeout', p_value, true);
+
+-- A counter's place in the fair queue in front of its row lock (see docnum._lock_counter): the transaction-scoped
+-- advisory lock (1685021550, counter_id). The class 1685021550 appears here and nowhere else.
+CREATE FUNCTION docnum._queue_try_lock(p_counter_id bigint) RETURNS boolean
+LANGUAGE sql VOLATILE
+RETURN pg_catalog.pg_try_advisory_xact_lock(1685021550, p_counter_id::integer);
+
+-- Waits (under lock_timeout) for a counter's place in the fair queue; see docnum._queue_try_lock().
+CREATE FUNCTION docnum._queue_lock(p_counter_id bigint) RETURNS void
+LANGUAGE sql VOLATILE
+RETURN pg_catalog.pg_advisory_xact_lock(1685021550, p_counter_id::integer);
+
+-- Writes one audit row and returns its id; every audit row outside the hot path is written here (docnum._issue
+-- writes its own, inline). Who, from where and when come from the table's defaults.
+CREATE FUNCTION docnum._audit(p_operation text, p_document_type text, p_document_number text, p_scope_value text,
+                              p_actor text, p_old_value jsonb, p_new_value jsonb, p_metadata jsonb)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    INSERT INTO docnum.audit_log (operation, document_type, document_number, scope_value, actor, old_value,
+                                  new_value, metadata)
+    VALUES (p_operation, p_document_type, p_document_number, p_scope_value, p_actor, p_old_value, p_new_value,
+            p_metadata)
+    RETURNING audit_log.audit_id;
+END;

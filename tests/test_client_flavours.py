@@ -11,9 +11,11 @@ loop lives on a thread so that a call can wait on a lock while the test releases
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator
+from contextlib import AbstractContextManager, closing
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -40,11 +42,24 @@ class Blocking:
     def _wrap(self, value: Any) -> Any:
         if asyncio.iscoroutine(value):
             return self._wrap(self.run(value))
-        if isinstance(value, psycopg.AsyncConnection | AsyncReservationHandle):
+        if isinstance(value, psycopg.AsyncConnection | psycopg.AsyncCursor | AsyncReservationHandle):
             return Blocking(value, self._loop)
         if hasattr(value, "__aenter__"):
             return _BlockingContext(value, self)
+        if inspect.isasyncgen(value):
+            return self._iterate(value)
         return value
+
+    def _iterate(self, agen: AsyncGenerator[Any, None]) -> Generator[Any, None, None]:
+        try:
+            while True:
+                try:
+                    item = self.run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            self.run(agen.aclose())
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
@@ -238,3 +253,19 @@ def test_reservation_in_a_transaction_that_fails_propagates_the_failure(
     # The reservation rolled back with the caller's transaction: its value is issued again.
     assert [row["sequence_value"] for row in ledger_rows(db, cor)] == [1]
     assert numbering.next_number(cor) == "COR-00002"
+
+
+def test_an_export_closed_early_ends_its_cursor_and_transaction(flavour: Flavour, db: Conn, cor: str) -> None:
+    conn = flavour.connect()
+    numbering = flavour.numbering(conn)
+    for _ in range(3):
+        numbering.next_number(cor)
+    now = datetime.now(timezone.utc)
+    with closing(
+        numbering.audit_export(now - timedelta(hours=1), now + timedelta(hours=1), cor, fetch_size=1)
+    ) as rows:
+        assert next(rows).document_type == cor  # one row of several read, the rest left unread
+        assert conn.info.transaction_status == TransactionStatus.INTRANS  # the export's own transaction
+    assert conn.info.transaction_status == TransactionStatus.IDLE
+    assert conn.execute("SELECT count(*) FROM pg_cursors").fetchone() == (0,)
+    assert numbering.next_number(cor) == "COR-00005"

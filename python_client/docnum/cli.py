@@ -782,3 +782,7 @@ _Target, _target, _numbering, _reported, _fail, _print_json = (
     fail,
     print_json,
 )
+
+from docnum.cli_ops import register  # noqa: E402  (the server, dsn, psql, doctor and sweep commands)
+
+register(app)

@@ -1,8 +1,8 @@
 """Commands for working with the database: ``server``, ``dsn``, ``psql``, ``doctor`` and ``sweep``.
 
-``docnum.cli`` registers them at its end (``register(app)``), so import ``docnum.cli``, not this module, to
-get the whole command line. They use the CLI's shared helpers: ``_reported`` for one-line errors,
-``_print_json``, ``_target`` (the ``_Target`` of ``--dsn``/``$DOCNUM_DSN``) and the ``out``/``err`` consoles.
+``docnum.cli`` registers them at its end (``register(app)``). They use the CLI's shared helpers of
+:mod:`docnum.cli_support`: ``reported`` for one-line errors, ``print_json``, ``target`` (the ``Target`` of
+``--dsn``/``$DOCNUM_DSN`` and ``--quiet``) and the ``out`` console.
 
 Exit codes: 0 ok, 1 a failure or a finding (a failed doctor check, a refused ``server stop``), 2 usage, and
 ``docnum server status`` exits 3 when the embedded server is not running (as ``pg_ctl status`` does).
@@ -28,7 +28,7 @@ import psycopg
 import typer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from docnum.cli import APPLICATION_NAME, _print_json, _reported, _target, out
+from docnum.cli_support import APPLICATION_NAME, CommandError, is_quiet, out, print_json, reported, target
 
 __all__ = ["Check", "doctor_checks", "mask_password", "parse_duration", "register"]
 
@@ -72,7 +72,7 @@ def _state_dict(state: Any) -> dict[str, Any]:
 
 def _print_state(state: Any, *, as_json: bool) -> None:
     if as_json:
-        _print_json(_state_dict(state))
+        print_json(_state_dict(state))
         return
     if not state.running:
         out.print(f"embedded server: not running (data directory {state.data_dir})", soft_wrap=True)
@@ -100,7 +100,7 @@ def server_start(as_json: AsJson = False) -> None:
     """
     from docnum import embedded
 
-    with _reported():
+    with reported():
         embedded.keep_running()
         state = embedded.server_state()
     _print_state(state, as_json=as_json)
@@ -118,8 +118,12 @@ def server_stop(
     """
     from docnum import embedded
 
-    with _reported():
-        stopped = embedded.stop_server(force=force)
+    with reported():
+        try:
+            stopped = embedded.stop_server(force=force)
+        except embedded.ServerInUse as exc:
+            message, _, hint = str(exc).partition("\n")
+            raise CommandError("server", message, hint=hint or None) from None
     out.print("embedded server stopped" if stopped else "embedded server was not running")
 
 
@@ -132,7 +136,7 @@ def server_status(as_json: AsJson = False) -> None:
     """
     from docnum import embedded
 
-    with _reported():
+    with reported():
         state = embedded.server_state()
     _print_state(state, as_json=as_json)
     if not state.running:
@@ -166,13 +170,13 @@ def mask_password(dsn: str) -> str:
 def _database_in_use(ctx: typer.Context) -> str:
     """The DSN of ``--dsn``/``$DOCNUM_DSN``, else the embedded server's URI, kept running (a URI is only of
     use while its server runs) and with schema docnum installed."""
-    target = _target(ctx)
-    if target.dsn_option:
-        return target.dsn_option
+    chosen = target(ctx)
+    if chosen.dsn_option:
+        return chosen.dsn_option
     from docnum import embedded
 
     embedded.keep_running()
-    return target.dsn()
+    return chosen.dsn()
 
 
 def dsn(
@@ -185,7 +189,7 @@ def dsn(
 
     Example: psql "$(docnum dsn)"
     """
-    with _reported():
+    with reported():
         value = _database_in_use(ctx)
     typer.echo(value if show_password else mask_password(value))
 
@@ -213,9 +217,8 @@ def psql(ctx: typer.Context) -> None:
 
     Example: docnum psql -c "SELECT * FROM docnum.validate()"
     """
-    with _reported():
-        target = _target(ctx)
-        given = bool(target.dsn_option)
+    with reported():
+        given = bool(target(ctx).dsn_option)
         value = _database_in_use(ctx)
         program = _psql_program(given)
     from docnum import embedded
@@ -358,7 +361,7 @@ def _validate(conn: psycopg.Connection[Any]) -> Check:
         f"{len(errors)} error(s), {len(findings) - len(errors)} warning(s), e.g. "
         f"{first.check_name}: {first.detail} (see `docnum validate`)"
     )
-    return Check("validate", "fail" if errors else "warn", summary)
+    return Check("validate", "fail", summary)  # as `docnum validate`, any finding needs a look
 
 
 def _held_counters(conn: psycopg.Connection[Any]) -> list[Check]:
@@ -502,10 +505,10 @@ def doctor(ctx: typer.Context, as_json: AsJson = False) -> None:
     """
     from rich.markup import escape
 
-    with _reported():
-        checks = doctor_checks(_target(ctx).dsn(install_schema=False))
+    with reported():
+        checks = doctor_checks(target(ctx).dsn(install_schema=False))
     if as_json:
-        _print_json([dataclasses.asdict(check) for check in checks])
+        print_json([dataclasses.asdict(check) for check in checks])
     else:
         for check in checks:
             style = _STYLES[check.status]
@@ -568,8 +571,8 @@ def sweep(
     exits 1. Example: docnum sweep --every 5m
     """
     interval = parse_duration(every)
-    with _reported():
-        dsn_value = _target(ctx).dsn()
+    with reported():
+        dsn_value = target(ctx).dsn()
     stop = threading.Event()
     restore = _on_signals(stop)
     try:
@@ -579,14 +582,14 @@ def sweep(
                 expired = _expire_once(dsn_value)
             except psycopg.Error as exc:
                 if once:
-                    with _reported():
+                    with reported():
                         raise
                 message = (exc.diag.message_primary or str(exc)).splitlines()[0]
                 typer.echo(f"error {exc.sqlstate or type(exc).__name__}: {message}", err=True)
             else:
                 if as_json:
                     typer.echo(json.dumps({"at": at.isoformat(timespec="seconds"), "expired": expired}))
-                elif not quiet:
+                elif not (quiet or is_quiet(ctx)):
                     plural = "" if expired == 1 else "s"
                     typer.echo(f"{at:%Y-%m-%d %H:%M:%S} expired {expired} reservation{plural}")
             if once:

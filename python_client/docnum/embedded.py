@@ -363,7 +363,7 @@ def stop_server(pgdata: Path | None = None, *, force: bool = False) -> bool:
                 )
                 raise ServerInUse(
                     f"the embedded server is in use ({what}); not stopped\n"
-                    "close them first, or run `docnum server stop --force` to end their sessions"
+                    "Close them first, or run `docnum server stop --force` to end their sessions."
                 )
         _pg_ctl_stop(server, "fast")
         (path / KEEP_FLAG).unlink(missing_ok=True)

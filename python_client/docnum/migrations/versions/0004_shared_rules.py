@@ -5,7 +5,8 @@ Revises: 0003
 Create Date: 2026-12-01
 
 The upgrade runs the frozen 0004_shared_rules.sql next to this file, the downgrade the frozen
-0004_shared_rules_down.sql, which puts back exactly the functions of revision 0003. Neither file changes again.
+0004_shared_rules_down.sql, which puts back exactly the functions of revision 0003. Neither file changes
+again.
 """
 
 from __future__ import annotations

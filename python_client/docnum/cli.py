@@ -724,16 +724,17 @@ def audit_export(
     to_stdout = str(output) == "-"
     with numbering(ctx) as client:
         require_type(client, document_type)
-        entries = client.audit_export(first, last, document_type)
-        if to_stdout:
-            written = write_export(entries, sys.stdout, fmt)
-        else:
-            try:
-                written = write_file_atomically(output, lambda handle: write_export(entries, handle, fmt))
-            except ExportFileError as exc:
-                raise CommandError(
-                    "file", str(exc.strerror), hint="Choose an --output in a directory you can write."
-                ) from None
+        # Closed before the connection, whatever happens: the stream's cursor lives in a transaction.
+        with closing(client.audit_export(first, last, document_type)) as entries:
+            if to_stdout:
+                written = write_export(entries, sys.stdout, fmt)
+            else:
+                try:
+                    written = write_file_atomically(output, lambda handle: write_export(entries, handle, fmt))
+                except ExportFileError as exc:
+                    raise CommandError(
+                        "file", str(exc.strerror), hint="Choose an --output in a directory you can write."
+                    ) from None
     summary = (
         f"wrote {_plural(written, 'audit row')}"
         f" ({first.isoformat()} <= occurred_at < {last.isoformat()}) to {'stdout' if to_stdout else output}"

@@ -79,8 +79,17 @@ EXIT_CODES_HELP = (
     " (NB code, connection, file); 2 usage error; 130 interrupted (Ctrl-C); 141 output pipe closed."
 )
 
-out = Console(highlight=False)
-err = Console(highlight=False, stderr=True)
+
+class _Console(Console):
+    """A rich console that reports a closed pipe like any other write (rich itself would exit with 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+out: Console = _Console(highlight=False)
+err: Console = _Console(highlight=False, stderr=True)
 
 
 class CommandError(Exception):

@@ -37,7 +37,6 @@ from docnum.cli_support import (
     DocnumGroup,
     Target,
     err,
-    fail,
     leave_behind,
     numbering,
     out,
@@ -773,16 +772,6 @@ def demo(
     if not passed:
         raise typer.Exit(EXIT_FINDING)
 
-
-# The helpers' names from before they moved to docnum.cli_support, for command modules written against them.
-_Target, _target, _numbering, _reported, _fail, _print_json = (
-    Target,
-    target,
-    numbering,
-    reported,
-    fail,
-    print_json,
-)
 
 from docnum.cli_ops import register  # noqa: E402  (the server, dsn, psql, doctor and sweep commands)
 

@@ -1,5 +1,5 @@
-"""The wheel carries its engine: built from pyproject.toml, installed into a fresh virtual environment far from
-the checkout, it migrates a database and numbers documents on its own.
+"""The wheel carries its engine: built from pyproject.toml, installed into a fresh virtual environment far
+from the checkout, it migrates a database and numbers documents on its own.
 
 The one slow test of the suite (it installs docnum's dependencies into a new environment, from pip's cache
 when it has them).

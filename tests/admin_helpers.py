@@ -142,7 +142,8 @@ def last_audit(conn: Conn, operation: str) -> dict[str, Any]:
     """The newest audit row of one operation."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT * FROM docnum.audit_log WHERE operation = %s ORDER BY audit_id DESC LIMIT 1", (operation,)
+            "SELECT * FROM docnum.audit_trail WHERE operation = %s ORDER BY audit_id DESC LIMIT 1",
+            (operation,),
         )
         row = cur.fetchone()
     assert row is not None, f"no {operation} audit row"

@@ -223,9 +223,9 @@ def footprint(conn: psycopg.Connection[Any]) -> dict[str, int]:
 def audit_rows(
     conn: psycopg.Connection[Any], where: str = "true", params: Any = None
 ) -> list[dict[str, Any]]:
-    """docnum.audit_log rows matching `where`, oldest first."""
+    """docnum.audit_trail rows (audit_log and the ledger's allocations) matching `where`, oldest first."""
     with conn.cursor(row_factory=dict_row) as cur:
-        query = sql.SQL("SELECT * FROM docnum.audit_log WHERE {} ORDER BY audit_id").format(sql.SQL(where))
+        query = sql.SQL("SELECT * FROM docnum.audit_trail WHERE {} ORDER BY audit_id").format(sql.SQL(where))
         cur.execute(query, params)
         return cur.fetchall()
 

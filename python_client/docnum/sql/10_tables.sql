@@ -51,7 +51,7 @@ CREATE TABLE docnum.document_type (
 );
 COMMENT ON TABLE docnum.document_type IS 'One numbering configuration per document type';
 
--- Every allocation updates a counter row and inserts a ledger row and an audit row. PostgreSQL re-reads and
+-- Every allocation updates a counter row and inserts a ledger row (its own audit record). PostgreSQL re-reads and
 -- re-plans a table's CHECK expressions in every statement that writes it (written out, the ledger's eleven
 -- rules were a quarter of an allocation's instructions), while a PL/pgSQL function is compiled once per
 -- session. So the ledger's row rules live in one IMMUTABLE function, called by one CHECK constraint with the
@@ -132,6 +132,14 @@ CREATE TABLE docnum.ledger (
     replaces_number_id bigint REFERENCES docnum.ledger (number_id),
     replaced_by_number_id bigint REFERENCES docnum.ledger (number_id),
     request_id         text,   -- the caller's key for the call that issued it (reserve_number, next_number)
+    -- An allocation (RESERVE, NEXT, REPLACE) is audited by its ledger row, not by an audit_log row: audit_id is
+    -- its place in the audit trail, drawn from audit_log's own identity sequence, with who issued it from where
+    -- (the audit_log columns the row lacks). NULL for numbers recorded otherwise (override, import) and for
+    -- numbers issued before revision 0005, whose audit rows are in docnum.audit_log.
+    audit_id           bigint,
+    session_user_name  text,
+    client_addr        inet,
+    application_name   text,
     CONSTRAINT ledger_document_number_key UNIQUE (document_number),
     CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value),
     -- A number issued by a counter is of that counter's type (and the counter's own key makes the type exist).
@@ -227,10 +235,19 @@ BEGIN
     IF NEW.number_id <> OLD.number_id OR NEW.document_type <> OLD.document_type
        OR NEW.counter_id IS DISTINCT FROM OLD.counter_id OR NEW.sequence_value IS DISTINCT FROM OLD.sequence_value
        OR NEW.document_number <> OLD.document_number OR NEW.token IS DISTINCT FROM OLD.token
-       OR NEW.issued_at <> OLD.issued_at OR NEW.request_id IS DISTINCT FROM OLD.request_id THEN
+       OR NEW.issued_at <> OLD.issued_at OR NEW.request_id IS DISTINCT FROM OLD.request_id
+       -- the allocation's audit record
+       OR NEW.audit_id IS DISTINCT FROM OLD.audit_id OR NEW.actor IS DISTINCT FROM OLD.actor
+       OR NEW.session_user_name IS DISTINCT FROM OLD.session_user_name
+       OR NEW.client_addr IS DISTINCT FROM OLD.client_addr
+       OR NEW.application_name IS DISTINCT FROM OLD.application_name
+       OR NEW.metadata IS DISTINCT FROM OLD.metadata
+       -- a replacement stays one (its allocation reads as REPLACE)
+       OR NEW.replaces_number_id IS DISTINCT FROM coalesce(OLD.replaces_number_id, NEW.replaces_number_id) THEN
         RAISE EXCEPTION 'the identity of an issued number cannot change'
             USING ERRCODE = 'NB009',
-                  DETAIL = pg_catalog.format('Number %s keeps its type, counter, value, text and token.',
+                  DETAIL = pg_catalog.format('Number %s keeps its type, counter, value, text, token and the '
+                                             'record of its issue.',
                                              OLD.document_number),
                   HINT = 'Void the number and issue a replacement instead.';
     END IF;

@@ -246,8 +246,7 @@ BEGIN
     END IF;
     v_new := docnum._issue(v_type, v_parsed.scope_value, v_parsed.document_date, 'confirmed', NULL, NULL,
                            void_and_replace.actor, v_old.document_ref,
-                           jsonb_build_object('replaces', v_old.document_number, 'reason', void_and_replace.reason),
-                           'REPLACE');
+                           jsonb_build_object('replaces', v_old.document_number, 'reason', void_and_replace.reason));
     SELECT l.number_id INTO STRICT v_new_id FROM docnum.ledger l WHERE l.document_number = v_new.document_number;
     UPDATE docnum.ledger l SET replaced_by_number_id = v_new_id WHERE l.number_id = v_old.number_id;
     UPDATE docnum.ledger l SET replaces_number_id = v_old.number_id WHERE l.number_id = v_new_id;

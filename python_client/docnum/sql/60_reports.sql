@@ -1,6 +1,32 @@
 -- docnum: reports for DBAs and auditors. Counter status, gaps with their explanations, duplicate checks, one
 -- integrity report, the history of a number and audit export. All read-only; docnum_reader may use them.
 
+-- The whole audit trail, in audit_log's columns: every row of docnum.audit_log, and the allocations (RESERVE,
+-- NEXT, REPLACE) since revision 0005, whose record is their ledger row. Such a row reads as the audit row
+-- allocation used to write: its audit_id comes from audit_log's own sequence (so audit_id orders the two kinds
+-- as they happened), occurred_at is issued_at, new_value the state, value, period, document_ref and expiry it
+-- was issued with (what identifies an issue never changes: docnum._ledger_transition_check). Allocation rows are
+-- found through the ledger's indexes by number; a time range reads the whole ledger.
+CREATE VIEW docnum.audit_trail AS
+SELECT a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value, a.actor,
+       a.session_user_name, a.client_addr, a.application_name, a.old_value, a.new_value, a.metadata
+  FROM docnum.audit_log a
+UNION ALL
+SELECT l.audit_id, l.issued_at,
+       CASE WHEN l.token IS NOT NULL THEN 'RESERVE' WHEN l.replaces_number_id IS NOT NULL THEN 'REPLACE'
+            ELSE 'NEXT' END,
+       l.document_type, l.document_number, nullif(c.scope_value, ''), l.actor, l.session_user_name, l.client_addr,
+       l.application_name, NULL::jsonb,
+       jsonb_build_object('state', CASE WHEN l.token IS NOT NULL THEN 'reserved' ELSE 'confirmed' END,
+                          'sequence_value', l.sequence_value, 'period', c.period,
+                          'document_ref', CASE WHEN l.token IS NULL THEN l.document_ref END,
+                          'expires_at', l.expires_at),
+       l.metadata
+  FROM docnum.ledger l
+  JOIN docnum.counter c ON c.counter_id = l.counter_id
+ WHERE l.audit_id IS NOT NULL;
+COMMENT ON VIEW docnum.audit_trail IS 'docnum.audit_log and the allocations recorded by their ledger rows';
+
 -- Per counter: where it stands, how full it is and what became of its numbers (the seed's numbering:status).
 CREATE VIEW docnum.sequence_status AS
 SELECT c.document_type,
@@ -240,12 +266,14 @@ BEGIN
              WHERE tp.code = l.document_type
                AND p.sequence_value = l.sequence_value AND p.scope_value = c.scope_value AND p.period = c.period);
 
-    -- Every number has at least the audit row of the operation that issued it.
+    -- Every number has at least the audit record of the operation that issued it: its own ledger row (an
+    -- allocation since revision 0005) or an audit row.
     RETURN QUERY
     SELECT 'missing_audit', 'error',
            pg_catalog.format('%s (%s) has no audit row', l.document_number, l.state)
       FROM docnum.ledger l
-     WHERE NOT EXISTS (SELECT 1 FROM docnum.audit_log a WHERE a.document_number = l.document_number);
+     WHERE (l.audit_id IS NULL OR l.counter_id IS NULL OR l.session_user_name IS NULL)
+       AND NOT EXISTS (SELECT 1 FROM docnum.audit_log a WHERE a.document_number = l.document_number);
 
     RETURN QUERY
     SELECT 'unswept_reservation', 'warning',
@@ -290,7 +318,7 @@ BEGIN
 END
 $$;
 
--- The full audit trail of one number, oldest first, followed through void-and-replace links in both
+-- The full audit trail of one number (docnum.audit_trail), oldest first, followed through void-and-replace links in both
 -- directions (the rows of the number it replaced and of the number that replaced it).
 CREATE FUNCTION docnum.number_history(document_number text)
 RETURNS SETOF docnum.audit_log
@@ -306,13 +334,15 @@ BEGIN ATOMIC
           JOIN docnum.ledger cur ON cur.number_id = k.number_id
           JOIN docnum.ledger o ON o.number_id IN (cur.replaces_number_id, cur.replaced_by_number_id)
     )
-    SELECT a.* FROM docnum.audit_log a
+    SELECT a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value, a.actor,
+           a.session_user_name, a.client_addr, a.application_name, a.old_value, a.new_value, a.metadata
+      FROM docnum.audit_trail a
      WHERE a.document_number = number_history.document_number
         OR a.document_number IN (SELECT k.document_number FROM linked k)
      ORDER BY a.audit_id;
 END;
 
--- Audit rows with occurred_at in [from_time, to_time), optionally of one type (NB001 when it does not exist), in
+-- Audit records (docnum.audit_trail) with occurred_at in [from_time, to_time), optionally of one type (NB001 when it does not exist), in
 -- a stable column order.
 CREATE FUNCTION docnum.audit_export(from_time timestamptz, to_time timestamptz, document_type text DEFAULT NULL)
 RETURNS TABLE (audit_id bigint, occurred_at timestamptz, operation text, document_type text,
@@ -324,7 +354,7 @@ BEGIN ATOMIC
     SELECT docnum._type(audit_export.document_type) WHERE audit_export.document_type IS NOT NULL;
     SELECT a.audit_id, a.occurred_at, a.operation, a.document_type, a.document_number, a.scope_value, a.actor,
            a.session_user_name, a.client_addr, a.application_name, a.old_value, a.new_value, a.metadata
-      FROM docnum.audit_log a
+      FROM docnum.audit_trail a
      WHERE a.occurred_at >= audit_export.from_time AND a.occurred_at < audit_export.to_time
        AND (audit_export.document_type IS NULL OR a.document_type = audit_export.document_type)
      ORDER BY a.audit_id;

@@ -19,6 +19,8 @@ GRANT EXECUTE ON FUNCTION
     docnum.confirm_number(uuid, text, text),
     docnum.cancel_number(uuid, text, text),
     docnum.next_number(text, text, text, text, date, text),
+    docnum.next_numbers(text, integer, text, text, date),
+    docnum.reserve_numbers(text, integer, text, text, jsonb, interval, date),
     docnum.find_request(text),
     docnum.expire_reservations()
 TO docnum_app;

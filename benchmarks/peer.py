@@ -329,13 +329,15 @@ def drive(
 ) -> SideRun:
     """Run `allocate` in a loop on `clients` threads, one pooled connection each, for `seconds`.
 
-    Only requests that complete within the window count; one in flight at its end finishes but is not counted.
+    Only requests that complete within the window count (as a number or a failure); one in flight at its end
+    finishes but is not counted. A client that stops on anything but a failed request stops the run.
     """
     per_client = [0] * clients
     latencies: list[list[int]] = [[] for _ in range(clients)]
     values: list[list[int]] = [[] for _ in range(clients)]
     failures = [0] * clients
     errors: list[str] = []
+    crashed: list[BaseException] = []
     window: list[float] = []  # [deadline], set once every client holds its connection
     start = threading.Barrier(clients, action=lambda: window.append(time.perf_counter() + seconds))
 
@@ -349,35 +351,42 @@ def drive(
         pool.wait(timeout=60)
 
         def client(i: int) -> None:
-            state = client_state(i)
-            with pool.connection() as conn:
-                start.wait()
-                deadline = window[0]
-                while True:
-                    began = time.perf_counter()
-                    if began >= deadline:
-                        break
-                    try:
-                        value = allocate(conn, state)
-                    except LockNotAcquired:
-                        failures[i] += 1
-                        continue
-                    except psycopg.Error as exc:
-                        failures[i] += 1
-                        if len(errors) < 5:
-                            errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
-                        continue
-                    ended = time.perf_counter()
-                    if ended <= deadline:
-                        per_client[i] += 1
-                        latencies[i].append(int((ended - began) * 1_000_000))
-                    values[i].append(value)  # issued even when it finished late: the checks need it
+            try:
+                state = client_state(i)
+                with pool.connection() as conn:
+                    start.wait(timeout=60)
+                    deadline = window[0]
+                    while (began := time.perf_counter()) < deadline:
+                        value = None
+                        try:
+                            value = allocate(conn, state)
+                        except LockNotAcquired:
+                            pass
+                        except psycopg.Error as exc:
+                            if len(errors) < 5:
+                                errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                        ended = time.perf_counter()
+                        if value is not None:
+                            values[i].append(value)  # issued even when it finished late: the checks need it
+                        if ended > deadline:  # in flight when the window closed: not counted
+                            break
+                        if value is None:
+                            failures[i] += 1
+                        else:
+                            per_client[i] += 1
+                            latencies[i].append(int((ended - began) * 1_000_000))
+            except BaseException as exc:
+                crashed.append(exc)
+                start.abort()  # release the others if this client never reached the start
 
         threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+    real = [exc for exc in crashed if not isinstance(exc, threading.BrokenBarrierError)]
+    if real or crashed:
+        raise RuntimeError(f"{side}: {len(crashed)} client(s) stopped on an error") from (real or crashed)[0]
 
     return SideRun(
         side=side,

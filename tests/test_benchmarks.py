@@ -175,3 +175,13 @@ def test_peer_counts_starved_clients() -> None:
     assert peer.SideRun("x", 1.0, per_client=[100, 100, 19, 0], latencies_us=[]).starved == 1
     # An equal share is 65 and 20 % of it 13: the client at 10 is starved.
     assert peer.SideRun("x", 1.0, per_client=[100, 100, 10, 50], latencies_us=[]).starved == 1
+
+
+def test_peer_stops_on_a_client_that_breaks(dsn: str) -> None:
+    peer = load_peer_module()
+
+    def broken(conn: psycopg.Connection[Any], state: Any) -> int:
+        raise ValueError("not a failed request: a bug")
+
+    with pytest.raises(RuntimeError, match="2 client"):
+        peer.drive("broken", dsn, clients=2, seconds=0.2, allocate=broken)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +14,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from docnum import AsyncNumbering, Numbering
+from docnum.models import Reservation
 from helpers import (
     call,
     call_sql,
@@ -166,3 +173,53 @@ def test_the_app_role_may_issue_batches(db: Conn, connect: Connect, cor: str) ->
     app.execute("SET ROLE docnum_app")
     assert len(batch(app, "next_numbers", document_type=cor, count=2)) == 2
     assert len(batch(app, "reserve_numbers", document_type=cor, count=2)) == 2
+
+
+# --- clients and command line -------------------------------------------------------------------------------
+
+
+def test_the_sync_client_returns_lists(db: Conn, cor: str) -> None:
+    numbering = Numbering(db)
+    assert numbering.next_numbers(cor, 2, actor="billing") == ["COR-00001", "COR-00002"]
+    held = numbering.reserve_numbers(cor, 2, metadata={"run": 1}, ttl="1 hour")
+    assert [(r.document_number, r.sequence_value) for r in held] == [("COR-00003", 3), ("COR-00004", 4)]
+    assert numbering.confirm(held[0].token) == "COR-00003"
+
+
+def test_the_async_client_returns_lists(dsn: str, cor: str) -> None:
+    async def scenario() -> tuple[list[str], list[Reservation]]:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        async with conn:
+            numbering = AsyncNumbering(conn)
+            return await numbering.next_numbers(cor, 3), await numbering.reserve_numbers(cor, 1)
+
+    numbers, held = asyncio.run(scenario())
+    assert numbers == ["COR-00001", "COR-00002", "COR-00003"]
+    assert [r.document_number for r in held] == ["COR-00004"]
+
+
+def run_cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "DOCNUM_DSN"}
+    command = [sys.executable, "-m", "docnum", "--dsn", dsn, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_cli_next_batch_prints_one_number_per_line(dsn: str, cor: str) -> None:
+    result = run_cli(dsn, "next-batch", cor, "3", "--actor", "billing")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "COR-00001\nCOR-00002\nCOR-00003\n", "")
+
+    as_json = run_cli(dsn, "next-batch", cor, "2", "--json")
+    assert as_json.returncode == 0
+    assert json.loads(as_json.stdout) == [
+        {"document_number": "COR-00004", "state": "confirmed"},
+        {"document_number": "COR-00005", "state": "confirmed"},
+    ]
+
+
+def test_cli_next_batch_refusals_are_one_line_and_issue_nothing(dsn: str, cor: str) -> None:
+    too_many = run_cli(dsn, "next-batch", cor, "21")
+    assert too_many.returncode == 1 and too_many.stdout == ""
+    assert "NB002" in too_many.stderr and "Traceback" not in too_many.stderr
+    zero = run_cli(dsn, "next-batch", cor, "0")
+    assert zero.returncode != 0 and "NB006" in zero.stderr and "Traceback" not in zero.stderr
+    assert run_cli(dsn, "next-batch", cor, "1").stdout == "COR-00001\n"

@@ -212,7 +212,7 @@ def test_audit_export_csv_and_jsonl(
         numbering.next_number("COR", actor="alice")
     numbering.next_number("RFA", scope="P1", actor="bob")
     expected = db.execute(
-        "SELECT audit_id, operation, document_number, new_value FROM docnum.audit_log ORDER BY audit_id"
+        "SELECT audit_id, operation, document_number, new_value FROM docnum.audit_trail ORDER BY audit_id"
     ).fetchall()
     today = datetime.now(timezone.utc).date()
     window = ["--start", (today - timedelta(days=1)).isoformat(), "--end", today.isoformat()]
@@ -236,7 +236,7 @@ def test_audit_export_csv_and_jsonl(
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in as_jsonl.read_text(encoding="utf-8").splitlines()]
     assert all(list(record) == list(AUDIT_EXPORT_COLUMNS) for record in records)
-    expected_types = db.execute("SELECT document_type FROM docnum.audit_log ORDER BY audit_id").fetchall()
+    expected_types = db.execute("SELECT document_type FROM docnum.audit_trail ORDER BY audit_id").fetchall()
     cor = [e for e, (kind,) in zip(expected, expected_types, strict=True) if kind == "COR"]
     assert [(r["audit_id"], r["operation"], r["new_value"]) for r in records] == [
         (e[0], e[1], e[3]) for e in cor

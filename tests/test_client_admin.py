@@ -223,7 +223,7 @@ def test_audit_export_streams_through_a_server_side_cursor(db: psycopg.Connectio
     end = datetime.now(timezone.utc) + timedelta(hours=1)
 
     everything = list(numbering.audit_export(start, end, fetch_size=2))
-    expected = db.execute("SELECT audit_id FROM docnum.audit_log ORDER BY audit_id").fetchall()
+    expected = db.execute("SELECT audit_id FROM docnum.audit_trail ORDER BY audit_id").fetchall()
     assert [e.audit_id for e in everything] == [row[0] for row in expected]
     assert all(isinstance(e, AuditEntry) for e in everything)
     cor = list(numbering.audit_export(start, end, "COR"))

@@ -80,7 +80,7 @@ def test_concurrent_reservations_are_exactly_one_to_n(db: Conn, connect: Connect
     assert numbers == {f"LOAD-{value:06d}" for value in range(1, total + 1)}
     assert_counter_accounts_for(db, "LOAD", total)
     audited = db.execute(
-        "SELECT count(*), count(DISTINCT document_number) FROM docnum.audit_log WHERE operation = 'RESERVE'"
+        "SELECT count(*), count(DISTINCT document_number) FROM docnum.audit_trail WHERE operation = 'RESERVE'"
     ).fetchone()
     assert audited == (total, total)
 

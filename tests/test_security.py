@@ -237,7 +237,7 @@ def test_app_cannot_administer_types_or_read_the_audit_log(connect: Connect, cor
 def test_reader_reads_everything_but_cannot_allocate(db: Conn, connect: Connect, cor: str) -> None:
     next_number(db, cor)
     reader = as_role(connect, "docnum_reader")
-    assert reader.execute("SELECT count(*) FROM docnum.audit_log").fetchone() == (2,)
+    assert reader.execute("SELECT count(*) FROM docnum.audit_trail").fetchone() == (2,)
     for table in ("document_type", "counter", "ledger"):
         reader.execute(sql.SQL("SELECT * FROM docnum.{}").format(sql.Identifier(table))).fetchall()
     before = footprint(db)
@@ -255,7 +255,7 @@ def test_admin_defines_alters_allocates_and_reads(connect: Connect) -> None:
     define(admin, "ADM", "{TYPE}-{SEQ:3}", actor="admin")
     call(admin, "alter_type", document_type="ADM", max_value=500, actor="admin")
     assert next_number(admin, "ADM") == "ADM-001"
-    assert admin.execute("SELECT count(*) FROM docnum.audit_log").fetchone() == (3,)
+    assert admin.execute("SELECT count(*) FROM docnum.audit_trail").fetchone() == (3,)
 
 
 # --- Roles without docnum grants ----------------------------------------------------------------------------

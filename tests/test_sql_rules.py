@@ -217,7 +217,7 @@ def test_allocation_administration_and_import_refuse_the_same_scope_values(
 
 def test_shared_rules_are_written_once_in_the_source() -> None:
     """The queue's lock class, lock_timeout changes and audit inserts each have one home in 15_rules.sql
-    (docnum._issue keeps its own audit INSERT: it is the hot path)."""
+    (an allocation writes no audit row: its ledger row is its record, from revision 0005)."""
     source = {path.name: path.read_text(encoding="utf-8") for path in schema.sql_files()}
 
     def count(pattern: str) -> dict[str, int]:
@@ -226,6 +226,6 @@ def test_shared_rules_are_written_once_in_the_source() -> None:
 
     assert set(count(r"1685021550")) == {"15_rules.sql"}
     assert count(r"set_config\('lock_timeout'") == {"15_rules.sql": 1}
-    assert count(r"INSERT INTO docnum\.audit_log") == {"15_rules.sql": 1, "30_allocation.sql": 1}
+    assert count(r"INSERT INTO docnum\.audit_log") == {"15_rules.sql": 1}
     assert count(r"ERRCODE = 'NB001'") == {"15_rules.sql": 1}
     assert count(r"_has_invisible\(p_scope\)") == {"15_rules.sql": 1}

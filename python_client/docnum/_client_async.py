@@ -49,11 +49,13 @@ from docnum._client_common import (
     _history,
     _import_numbers,
     _next_number,
+    _next_numbers,
     _override,
     _owns_transaction,
     _register_document_table,
     _release_reason,
     _reserve,
+    _reserve_numbers,
     _set_counter,
     _should_retry,
     _status,
@@ -230,6 +232,52 @@ class AsyncNumbering:
                 document_ref=document_ref,
                 document_date=document_date,
                 request_id=request_id,
+            )
+        )
+
+    async def next_numbers(
+        self,
+        document_type: str,
+        count: int,
+        *,
+        scope: str | None = None,
+        actor: str | None = None,
+        document_date: date | None = None,
+    ) -> list[str]:
+        """Issue and confirm the next ``count`` numbers of one counter, in order (``docnum.next_numbers``).
+
+        One lock and one write for the batch (1 to 10,000 numbers); values the ledger already holds are
+        skipped. A batch takes no request key: after a COMMIT whose answer was lost, look the numbers up in
+        the ledger (by actor and time) before issuing the batch again.
+        """
+        return await self._execute(
+            _next_numbers(document_type, count, scope=scope, actor=actor, document_date=document_date)
+        )
+
+    async def reserve_numbers(
+        self,
+        document_type: str,
+        count: int,
+        *,
+        scope: str | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        ttl: Interval | None = None,
+        document_date: date | None = None,
+    ) -> list[Reservation]:
+        """Reserve the next ``count`` numbers of one counter, in order (``docnum.reserve_numbers``).
+
+        Each has its own token and is confirmed, cancelled or expires on its own; 1 to 10,000 a call.
+        """
+        return await self._execute(
+            _reserve_numbers(
+                document_type,
+                count,
+                scope=scope,
+                actor=actor,
+                metadata=metadata,
+                ttl=ttl,
+                document_date=document_date,
             )
         )
 

@@ -96,6 +96,14 @@ def _document_number(rows: list[Row]) -> str:
     return number
 
 
+def _reservations(rows: list[Row]) -> list[Reservation]:
+    return [Reservation(**row) for row in rows]
+
+
+def _document_numbers(rows: list[Row]) -> list[str]:
+    return [str(row["document_number"]) for row in rows]
+
+
 def _expired(rows: list[Row]) -> int:
     expired: int = rows[0]["expired"]
     return expired
@@ -254,6 +262,46 @@ def _next_number(
         "request_id": request_id,
     }
     return _Call(queries.NEXT_NUMBER, params, _document_number)
+
+
+def _next_numbers(
+    document_type: str,
+    count: int,
+    *,
+    scope: str | None,
+    actor: str | None,
+    document_date: date | None,
+) -> _Call[list[str]]:
+    params = {
+        "document_type": document_type,
+        "count": count,
+        "scope": scope,
+        "actor": actor,
+        "document_date": document_date,
+    }
+    return _Call(queries.NEXT_NUMBERS, params, _document_numbers)
+
+
+def _reserve_numbers(
+    document_type: str,
+    count: int,
+    *,
+    scope: str | None,
+    actor: str | None,
+    metadata: Mapping[str, Any] | None,
+    ttl: Interval | None,
+    document_date: date | None,
+) -> _Call[list[Reservation]]:
+    params = {
+        "document_type": document_type,
+        "count": count,
+        "scope": scope,
+        "actor": actor,
+        "metadata": _jsonb(metadata),
+        "ttl": ttl,
+        "document_date": document_date,
+    }
+    return _Call(queries.RESERVE_NUMBERS, params, _reservations)
 
 
 def _request_outcome(rows: list[Row]) -> RequestOutcome | None:

@@ -356,6 +356,31 @@ def next_number(
     _number(as_json, number, document_type=document_type, state="confirmed")
 
 
+@app.command("next-batch", epilog="Example: docnum next-batch INV 100 --actor billing-run")
+def next_batch(
+    ctx: typer.Context,
+    document_type: TypeArgument,
+    count: Annotated[int, typer.Argument(metavar="COUNT", help="How many numbers, 1 to 10000.")],
+    scope: ScopeValue = None,
+    actor: Actor = None,
+    document_date: DocumentDate = None,
+    as_json: AsJson = False,
+) -> None:
+    """Issue and confirm the next COUNT numbers of one counter in one step; prints one number per line.
+
+    All or nothing: past max_value (NB002) nothing is issued. A batch takes no request key.
+    """
+    with numbering(ctx) as client:
+        numbers = client.next_numbers(
+            document_type, count, scope=scope, actor=actor, document_date=_day(document_date)
+        )
+    if as_json:
+        print_json([{"document_number": number, "state": "confirmed"} for number in numbers])
+    else:
+        for number in numbers:
+            typer.echo(number)
+
+
 @app.command(epilog="Example: docnum expire")
 def expire(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Expire every reservation past its expiry time; prints how many."""

@@ -150,6 +150,20 @@ NEXT_NUMBER = (
     " request_id => %(request_id)s::text) AS document_number"
 )
 
+#: The numbers of one batch, in order (at most 10,000 a call); a batch takes no request key.
+NEXT_NUMBERS = (
+    "SELECT b.document_number FROM docnum.next_numbers("
+    "document_type => %(document_type)s::text, count => %(count)s::integer, scope => %(scope)s::text,"
+    " actor => %(actor)s::text, document_date => %(document_date)s::date) AS b"
+)
+
+RESERVE_NUMBERS = (
+    "SELECT b.token, b.document_number, b.sequence_value, b.expires_at FROM docnum.reserve_numbers("
+    "document_type => %(document_type)s::text, count => %(count)s::integer, scope => %(scope)s::text,"
+    " actor => %(actor)s::text, metadata => %(metadata)s::jsonb, ttl => %(ttl)s::interval,"
+    " document_date => %(document_date)s::date) AS b"
+)
+
 FIND_REQUEST = (
     "SELECT r.document_type, r.document_number, r.state, r.token, r.expires_at, r.issued_at"
     " FROM docnum.find_request(request_id => %(request_id)s::text) AS r"

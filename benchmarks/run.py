@@ -124,9 +124,22 @@ FLOOR_WORKLOADS = (
     Workload("floor_writes", "floor writes", HOT_KEYS, compared=True),
     Workload("floor_writes", "floor writes", MANY_KEYS, compared=True),
 )
-UNCONSTRAINED_WORKLOADS = tuple(
-    Workload("next_unconstrained", "next_number, unconstrained", keys, True, "next_number", "unconstrained")
-    for keys in (HOT_KEYS, MANY_KEYS)
+UNCONSTRAINED_WORKLOADS = (
+    *(
+        Workload(
+            "next_unconstrained", "next_number, unconstrained", keys, True, "next_number", "unconstrained"
+        )
+        for keys in (HOT_KEYS, MANY_KEYS)
+    ),
+    Workload(
+        "next_numbers_unconstrained",
+        f"next_numbers x{BATCH}, unconstrained",
+        HOT_KEYS,
+        script="next_numbers",
+        database="unconstrained",
+        batch=BATCH,
+        clients=BATCH_CLIENTS,
+    ),
 )
 
 CellKey = tuple[str, int | None, int]
@@ -541,7 +554,7 @@ def select_workloads(args: argparse.Namespace) -> list[Workload]:
     candidates = list(WORKLOADS)
     if args.floor or "floor_writes" in only:
         candidates += FLOOR_WORKLOADS
-    if args.unconstrained or "next_unconstrained" in only:
+    if args.unconstrained or {"next_unconstrained", "next_numbers_unconstrained"} & set(only):
         candidates += UNCONSTRAINED_WORKLOADS
     if not args.only:
         return candidates

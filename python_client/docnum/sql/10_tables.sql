@@ -51,13 +51,15 @@ CREATE TABLE docnum.document_type (
 );
 COMMENT ON TABLE docnum.document_type IS 'One numbering configuration per document type';
 
--- Every allocation updates a counter row and inserts a ledger row (its own audit record). PostgreSQL re-reads and
--- re-plans a table's CHECK expressions in every statement that writes it (written out, the ledger's eleven
--- rules were a quarter of an allocation's instructions), while a PL/pgSQL function is compiled once per
--- session. So the ledger's row rules live in one IMMUTABLE function, called by one CHECK constraint with the
--- whole row: a write that breaks one fails with ledger_row_check. A counter's identity is checked once, by a
--- trigger, when the counter is created, and can never change afterwards; the only CHECK its allocations pay
--- for is on the value they change.
+-- Every allocation updates a counter row and inserts a ledger row (its own audit record). The ledger's row rules
+-- live in one IMMUTABLE function, docnum._ledger_row_is_valid(). Since revision 0006 they, and the reference
+-- of a number to its counter, are checked by one row trigger, docnum._ledger_verify_row(), for every writer but
+-- docnum_owner: the owner of docnum's SECURITY DEFINER functions, whose rows are right by construction (a test
+-- holds every function's writes to the rules). A write by anyone else that breaks a rule fails as the CHECK
+-- ledger_row_check and the foreign key ledger_counter_fkey used to fail. Uniqueness stays with unique indexes.
+-- A counter's identity is checked once, by a trigger, when the counter is created, and can never change
+-- afterwards; a counter is never removed (counter_no_delete), so no number loses its counter. The only CHECK
+-- an allocation pays for is on the counter value it changes.
 
 CREATE TABLE docnum.counter (
     counter_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -141,13 +143,12 @@ CREATE TABLE docnum.ledger (
     client_addr        inet,
     application_name   text,
     CONSTRAINT ledger_document_number_key UNIQUE (document_number),
-    CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value),
-    -- A number issued by a counter is of that counter's type (and the counter's own key makes the type exist).
-    -- Numbers without a counter reference their type through the ledger_document_type_fkey trigger below. A
-    -- plain key on document_type would make every allocation share-lock its type's row, which concurrent
-    -- allocations of a type then share through a MultiXact each.
-    CONSTRAINT ledger_counter_fkey FOREIGN KEY (counter_id, document_type)
-        REFERENCES docnum.counter (counter_id, document_type)
+    CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value)
+    -- A number issued by a counter is of that counter's type (and the counter's own key makes the type exist):
+    -- docnum._ledger_verify_row() below checks it as the foreign key ledger_counter_fkey did. Numbers without a
+    -- counter reference their type through the ledger_document_type_fkey trigger below. A plain key on
+    -- document_type would make every allocation share-lock its type's row, which concurrent allocations of a
+    -- type then share through a MultiXact each.
 );
 COMMENT ON TABLE docnum.ledger IS 'Every number ever issued, with its state; a number is never issued twice';
 -- Only reservations carry a token.
@@ -187,7 +188,42 @@ BEGIN
 END
 $$;
 
-ALTER TABLE docnum.ledger ADD CONSTRAINT ledger_row_check CHECK (docnum._ledger_row_is_valid(ledger));
+-- The ledger's rules for a row written by anyone but docnum's own functions: the row rules, as the CHECK
+-- ledger_row_check, and its counter, of its type, as the foreign key ledger_counter_fkey (MATCH SIMPLE: a
+-- number without a counter has none to check). Raises what those raised. A NULL in a NOT NULL column is left to
+-- its NOT NULL constraint, which PostgreSQL checked before any CHECK. Counters are permanent and their identity
+-- never changes, so the counter found stays the number's counter without a lock.
+CREATE FUNCTION docnum._ledger_verify_row() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.document_type IS NULL OR NEW.document_number IS NULL OR NEW.state IS NULL OR NEW.issued_at IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF docnum._ledger_row_is_valid(NEW) IS FALSE THEN
+        RAISE EXCEPTION 'new row for relation "ledger" violates check constraint "ledger_row_check"'
+            USING ERRCODE = 'check_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_row_check', DETAIL = pg_catalog.format('Failing row contains %s.', NEW);
+    END IF;
+    IF NEW.counter_id IS NOT NULL AND NOT EXISTS (
+           SELECT FROM docnum.counter c
+            WHERE c.counter_id = NEW.counter_id AND c.document_type = NEW.document_type) THEN
+        RAISE EXCEPTION 'insert or update on table "ledger" violates foreign key constraint "ledger_counter_fkey"'
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_counter_fkey',
+                  DETAIL = pg_catalog.format('Key (counter_id, document_type)=(%s, %s) is not present in table '
+                                             '"counter".', NEW.counter_id, NEW.document_type);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Named to fire after ledger_transition_check (BEFORE triggers fire in name order), as the constraints it
+-- replaces were checked after every BEFORE trigger: an UPDATE that changes what identifies a number still fails
+-- with NB009 first.
+CREATE TRIGGER ledger_verify_row BEFORE INSERT OR UPDATE ON docnum.ledger
+    FOR EACH ROW WHEN (current_user <> 'docnum_owner') EXECUTE FUNCTION docnum._ledger_verify_row();
 
 CREATE TABLE docnum.audit_log (
     audit_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -267,7 +303,7 @@ $$;
 CREATE TRIGGER ledger_transition_check BEFORE UPDATE ON docnum.ledger
     FOR EACH ROW EXECUTE FUNCTION docnum._ledger_transition_check();
 
--- The foreign key of the numbers without a counter (ledger_counter_fkey checks the others): their type exists,
+-- The foreign key of the numbers without a counter (docnum._ledger_verify_row checks the others): their type exists,
 -- and stays while they reference it. Raises what a foreign key would.
 CREATE FUNCTION docnum._ledger_type_exists() RETURNS trigger
 LANGUAGE plpgsql
@@ -331,3 +367,22 @@ CREATE TRIGGER ledger_no_delete BEFORE DELETE ON docnum.ledger
     FOR EACH STATEMENT EXECUTE FUNCTION docnum._ledger_is_permanent();
 CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON docnum.ledger
     FOR EACH STATEMENT EXECUTE FUNCTION docnum._ledger_is_permanent();
+
+-- Nor on the counters: every number references its counter (docnum._ledger_verify_row), and a counter's value
+-- is the last number it issued.
+CREATE FUNCTION docnum._counter_is_permanent() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'counters in docnum.counter are permanent'
+        USING ERRCODE = 'NB009',
+              DETAIL = pg_catalog.format('%s on docnum.counter was refused.', TG_OP),
+              HINT = 'Its numbers reference it; use docnum.set_counter() to move its value.';
+END
+$$;
+
+CREATE TRIGGER counter_no_delete BEFORE DELETE ON docnum.counter
+    FOR EACH STATEMENT EXECUTE FUNCTION docnum._counter_is_permanent();
+CREATE TRIGGER counter_no_truncate BEFORE TRUNCATE ON docnum.counter
+    FOR EACH STATEMENT EXECUTE FUNCTION docnum._counter_is_permanent();

@@ -38,7 +38,7 @@ from helpers import (
 
 Conn = psycopg.Connection[Any]
 
-ISSUED = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+ISSUED = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
 LATER = ISSUED + dt.timedelta(hours=1)
 EARLIER = ISSUED - dt.timedelta(hours=1)
 

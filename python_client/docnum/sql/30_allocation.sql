@@ -388,7 +388,7 @@ DECLARE
     v_last       bigint;   -- the highest value this batch has used so far
     v_need       integer := p_count;
     v_done       integer;
-    v_issued     docnum.reservation[] := '{}';
+    v_issued     docnum.reservation[] := '{}'::docnum.reservation[];
 BEGIN
     PERFORM docnum._durable_commit();
     IF p_type.reset <> 'NEVER' THEN

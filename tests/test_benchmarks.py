@@ -38,11 +38,6 @@ def load_peer_module() -> ModuleType:
     return peer
 
 
-def has_next_numbers(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (NEXT_NUMBERS,)).fetchone()
-    return bool(row and row[0])
-
-
 def pgbench_to_sql(script: Path, key: int) -> str:
     """A pgbench script as plain SQL: meta-commands dropped, :k and :keys replaced by `key`."""
     lines = [line for line in script.read_text().splitlines() if not line.startswith("\\")]
@@ -64,8 +59,6 @@ def test_every_workload_references_a_script() -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_each_script_runs_on_the_benchmark_setup(bench: psycopg.Connection[Any], script: Path) -> None:
-    if script.stem == "next_numbers" and not has_next_numbers(bench):
-        pytest.skip(f"the schema has no {NEXT_NUMBERS} yet")
     for key in (1, 1000):
         assert bench.execute(pgbench_to_sql(script, key)).fetchone() is not None
 
@@ -74,9 +67,6 @@ def test_the_batch_script_issues_a_hundred_consecutive_numbers(
     bench: psycopg.Connection[Any], dsn: str
 ) -> None:
     run = load_run_module()
-    if not has_next_numbers(bench):
-        assert run.missing_functions(dsn, list(run.WORKLOADS)) == {"next_numbers": NEXT_NUMBERS}
-        pytest.skip(f"the schema has no {NEXT_NUMBERS} yet (run.py skips the batch cell, as checked)")
     assert run.missing_functions(dsn, list(run.WORKLOADS)) == {}
     row = bench.execute(pgbench_to_sql(BENCHMARKS / "next_numbers.sql", 5)).fetchone()
     assert row == (run.BATCH,)

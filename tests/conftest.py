@@ -39,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
 from docnum import embedded, schema
-from helpers import ServerInfo
+from helpers import ServerInfo, in_ci
 
 TEST_DBNAME = "docnum_tests"  # per-test clone; the template is TEST_DBNAME + "_tmpl"
 
@@ -62,7 +62,7 @@ def _hypothesis_profile() -> str:
     chosen = os.environ.get("HYPOTHESIS_PROFILE")
     if chosen:
         return chosen
-    return "ci" if os.environ.get("CI", "").lower() not in ("", "0", "false", "no") else "dev"
+    return "ci" if in_ci() else "dev"
 
 
 settings.load_profile(_hypothesis_profile())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
@@ -251,3 +252,19 @@ def in_thread(action: Callable[[], Any]) -> Future[Any]:
         return executor.submit(action)
     finally:
         executor.shutdown(wait=False)
+
+
+# --- CI ---------------------------------------------------------------------------------------------
+
+
+def in_ci() -> bool:
+    """True under CI (.ci/run sets CI=true): a tool the suite needs and CI installs must be there, so its
+    absence fails instead of skipping."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def require_or_skip(message: str) -> None:
+    """Skip with `message` on a developer's machine; fail with it under CI."""
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)

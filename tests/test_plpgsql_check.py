@@ -10,12 +10,13 @@ Without the extension the test skips, except under CI ($CI set) on PostgreSQL 15
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+
+from helpers import in_ci
 
 Conn = psycopg.Connection[Any]
 
@@ -36,16 +37,12 @@ CHECK_ARGUMENTS = (
 )
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
 def _require_extension(db: Conn) -> None:
     if db.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'plpgsql_check'").fetchone():
         return
     major = db.info.server_version // 10000
     message = f"plpgsql_check is not available on this PostgreSQL {major} server"
-    if _in_ci() and major == 15:
+    if in_ci() and major == 15:
         pytest.fail(
             message + "; CI installs postgresql-15-plpgsql-check (.ci/run), so this check must run",
             pytrace=False,

@@ -34,17 +34,13 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from docnum import AsyncNumbering, Numbering
-from helpers import ServerInfo, define
+from helpers import ServerInfo, define, in_ci
 
 Conn = psycopg.Connection[Any]
 
 POOL_SIZE = 2  # server connections PgBouncer keeps per database and user
 THREADS = 8
 CALLS_PER_THREAD = 24  # well above psycopg's prepare_threshold (5): a prepared statement would show up
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def _pgbouncer_binary() -> str:
@@ -54,7 +50,7 @@ def _pgbouncer_binary() -> str:
     if found:
         return found
     message = "pgbouncer is not installed (Debian: apt-get install pgbouncer; .ci/run installs it)"
-    if _in_ci():
+    if in_ci():
         pytest.fail(message + "; under CI this test must run", pytrace=False)
     pytest.skip(message)
 

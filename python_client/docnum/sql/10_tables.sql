@@ -69,6 +69,16 @@ CREATE TABLE docnum.counter (
     current_value bigint NOT NULL DEFAULT 0 CONSTRAINT counter_current_value_check CHECK (current_value >= 0),
     last_used_at  timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
+    -- What the metrics read (docnum.metrics), kept by the UPDATE every allocation already makes, so they cost
+    -- no row of their own and roll back with the allocation they count. issued: numbers issued by allocation
+    -- (reservations among them: reservations); allocations: successful allocation calls (a batch is one);
+    -- lock_waits: how many of them waited for the counter, by bucket of docnum._lock_wait_bucket() (an
+    -- allocation that found its counter free counts in none, as a wait of 0); lock_wait_seconds: their waits.
+    issued        bigint NOT NULL DEFAULT 0,
+    reservations  bigint NOT NULL DEFAULT 0,
+    allocations   bigint NOT NULL DEFAULT 0,
+    lock_waits    bigint[] NOT NULL DEFAULT '{0,0,0,0,0,0,0,0}',
+    lock_wait_seconds double precision NOT NULL DEFAULT 0,
     CONSTRAINT counter_key UNIQUE (document_type, scope_value, period),
     -- What the ledger's numbers reference: their counter together with its type.
     CONSTRAINT counter_type_key UNIQUE (counter_id, document_type)
@@ -157,6 +167,10 @@ CREATE UNIQUE INDEX ledger_token_key ON docnum.ledger (token) WHERE token IS NOT
 CREATE UNIQUE INDEX ledger_request_id_key ON docnum.ledger (request_id) WHERE request_id IS NOT NULL;
 -- The sweep of expired reservations reads only live reservations.
 CREATE INDEX ledger_reserved_expiry_idx ON docnum.ledger (expires_at) WHERE state = 'reserved';
+-- Reservations that ended without a confirmation, and voided ones, per type: what docnum.metrics() counts by
+-- state without reading the ledger. Allocation never writes an entry (its rows are reserved or confirmed).
+CREATE INDEX ledger_settled_reservation_idx ON docnum.ledger (document_type, state)
+    WHERE token IS NOT NULL AND state IN ('cancelled', 'expired', 'voided');
 
 -- The rules of a ledger row: what identifies a number is well formed, and each state has what it implies.
 CREATE FUNCTION docnum._ledger_row_is_valid(p_row docnum.ledger) RETURNS boolean
@@ -243,6 +257,9 @@ CREATE TABLE docnum.audit_log (
 COMMENT ON TABLE docnum.audit_log IS 'Append-only record of every docnum operation';
 CREATE INDEX audit_log_number_idx ON docnum.audit_log (document_number);
 CREATE INDEX audit_log_time_idx ON docnum.audit_log (occurred_at);
+-- The administrative events docnum.metrics() counts per type, without reading the whole log.
+CREATE INDEX audit_log_metric_idx ON docnum.audit_log (document_type, operation)
+    WHERE operation IN ('MANUAL_OVERRIDE', 'VOID');
 
 -- The audit log only grows: UPDATE, DELETE and TRUNCATE fail for every role, the owner included.
 CREATE FUNCTION docnum._audit_log_is_append_only() RETURNS trigger

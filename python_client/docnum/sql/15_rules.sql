@@ -1,6 +1,7 @@
 -- docnum: the rules every command shares, each in one function. What counts as a visible text and a scope value,
 -- how a type code is looked up (NB001), how long an operation waits for a counter and how it sets that limit,
--- the advisory key of a counter's fair queue, and how an audit row is written outside the hot path.
+-- the advisory key of a counter's fair queue, how an audit row is written outside the hot path, and how the
+-- metrics count waits and failures.
 -- The hot path (docnum._prepare, docnum._issue) calls the rules written in SQL, which the planner inlines, and
 -- calls a PL/pgSQL rule only to explain a refusal: a PL/pgSQL call costs some 10-15 k instructions.
 
@@ -155,3 +156,56 @@ BEGIN ATOMIC
             p_metadata)
     RETURNING audit_log.audit_id;
 END;
+
+-- The upper bounds, in seconds, of the lock-wait buckets (the seed's numbering_lock_wait_seconds buckets). A wait
+-- counts in the first bucket whose bound it does not exceed; one past the last holds the waits over 5 s.
+CREATE FUNCTION docnum._lock_wait_bounds() RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN '{0.01,0.05,0.1,0.5,1,2,5}'::double precision[];
+
+-- A counter's lock_waits with one more wait of p_seconds counted in its bucket.
+CREATE FUNCTION docnum._lock_waits_add(p_waits bigint[], p_seconds double precision) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (SELECT p_waits[:k - 1] || (p_waits[k] + 1) || p_waits[k + 1:]
+          FROM (SELECT 1 + count(*)::integer FROM unnest(docnum._lock_wait_bounds()) b WHERE b < p_seconds)
+               AS bucket(k));
+
+-- The error codes of failures the metrics count per type: NB002 (a counter ran out) and NB003 (a counter stayed
+-- busy past the lock timeout). A failure rolls back everything its transaction wrote, so each is counted by a
+-- sequence of its own per type, which no rollback takes back: docnum._failure_sequence(), made with the type.
+CREATE FUNCTION docnum._failure_codes() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN '{NB002,NB003}'::text[];
+
+-- The qualified name of the sequence that counts a type's failures with one error code.
+CREATE FUNCTION docnum._failure_sequence(p_type text, p_code text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 'docnum.' || quote_ident(p_type || ':' || p_code);
+
+-- Creates a type's failure sequences (those it lacks).
+CREATE FUNCTION docnum._create_failure_sequences(p_type text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_code text;
+BEGIN
+    FOREACH v_code IN ARRAY docnum._failure_codes() LOOP
+        EXECUTE pg_catalog.format('CREATE SEQUENCE IF NOT EXISTS %s', docnum._failure_sequence(p_type, v_code));
+    END LOOP;
+END
+$$;
+
+-- Counts one failure of a type with an error code, just before it is raised.
+CREATE FUNCTION docnum._count_failure(p_type text, p_code text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sequence regclass := to_regclass(docnum._failure_sequence(p_type, p_code));
+BEGIN
+    IF v_sequence IS NOT NULL THEN
+        PERFORM nextval(v_sequence);
+    END IF;
+END
+$$;

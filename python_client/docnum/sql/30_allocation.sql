@@ -83,6 +83,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM docnum._count_failure(p_type, 'NB003');
     RAISE EXCEPTION 'timed out waiting for the % counter', p_type
         USING ERRCODE = 'NB003',
               DETAIL = pg_catalog.format('Counter (%s, %L, %L) was held by another transaction for longer than the '
@@ -180,6 +181,8 @@ DECLARE
     v_counter_id bigint;
     v_value      bigint;
     v_number     text;
+    v_waited     timestamptz;
+    v_wait       double precision;   -- seconds this allocation waited for its counter; NULL once counted
 BEGIN
     PERFORM docnum._durable_commit();
     -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
@@ -199,26 +202,41 @@ BEGIN
     -- Fast path: the counter exists and no other transaction holds it. One statement finds it, takes its lock
     -- and advances it. The CASE makes sure the try-lock runs only on the row that matches the key, whatever
     -- order the plan evaluates the conditions in: no other counter's lock is ever taken.
+    -- The same UPDATE counts the allocation for the metrics; it waited for nothing.
     UPDATE docnum.counter c
-       SET current_value = c.current_value + 1, last_used_at = now()
+       SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
+           reservations = c.reservations + (p_token IS NOT NULL)::integer, allocations = c.allocations + 1
      WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
        AND CASE WHEN c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
                 THEN docnum._queue_try_lock(c.counter_id) END
     RETURNING c.counter_id, c.current_value INTO v_counter_id, v_value;
     IF v_counter_id IS NULL THEN
-        -- The counter is missing or busy: create it, or wait for it.
+        -- The counter is missing or busy: create it, or wait for it (and time the wait).
+        v_waited := clock_timestamp();
         v_counter_id := (docnum._lock_counter(p_type, p_scope, v_period)).counter_id;
+        v_wait := extract(epoch FROM clock_timestamp() - v_waited);
     END IF;
 
     -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.
     LOOP
-        IF v_value IS NULL THEN
+        IF v_value IS NULL AND v_wait IS NULL THEN
             UPDATE docnum.counter c
                SET current_value = c.current_value + 1, last_used_at = now()
              WHERE c.counter_id = v_counter_id
             RETURNING c.current_value INTO v_value;
+        ELSIF v_value IS NULL THEN
+            -- The first value after a wait: counts the allocation and its wait.
+            UPDATE docnum.counter c
+               SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
+                   reservations = c.reservations + (p_token IS NOT NULL)::integer,
+                   allocations = c.allocations + 1, lock_waits = docnum._lock_waits_add(c.lock_waits, v_wait),
+                   lock_wait_seconds = c.lock_wait_seconds + v_wait
+             WHERE c.counter_id = v_counter_id
+            RETURNING c.current_value INTO v_value;
+            v_wait := NULL;
         END IF;
         IF v_value > p_type.max_value THEN
+            PERFORM docnum._count_failure(p_type.code, 'NB002');
             RAISE EXCEPTION 'sequence exhausted for %', p_type.code
                 USING ERRCODE = 'NB002',
                       DETAIL = pg_catalog.format('Counter %s/%s/%s has reached max_value %s.', p_type.code,
@@ -389,6 +407,8 @@ DECLARE
     v_need       integer := p_count;
     v_done       integer;
     v_issued     docnum.reservation[] := '{}'::docnum.reservation[];
+    v_waited     timestamptz;
+    v_wait       double precision;   -- seconds this batch waited for its counter (NULL: it did not wait)
 BEGIN
     PERFORM docnum._durable_commit();
     IF p_type.reset <> 'NEVER' THEN
@@ -402,21 +422,27 @@ BEGIN
     END IF;
 
     -- Fast path as in _issue: an existing, idle counter with room for the batch is locked and advanced at once.
+    -- A batch always issues p_count numbers, so the fast path counts them at once, as _issue does.
     UPDATE docnum.counter c
-       SET current_value = c.current_value + p_count, last_used_at = now()
+       SET current_value = c.current_value + p_count, last_used_at = now(), issued = c.issued + p_count,
+           reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
+           allocations = c.allocations + 1
      WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
        AND c.current_value <= p_type.max_value - p_count
        AND CASE WHEN c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
                 THEN docnum._queue_try_lock(c.counter_id) END
     RETURNING c.counter_id, c.current_value - p_count INTO v_counter_id, v_last;
     IF v_counter_id IS NULL THEN
-        -- Missing, busy or near its end: create it or wait for it, then look at what is left.
+        -- Missing, busy or near its end: create it or wait for it (timed), then look at what is left.
+        v_waited := clock_timestamp();
         SELECT c.counter_id, c.current_value INTO v_counter_id, v_last
           FROM docnum._lock_counter(p_type, p_scope, v_period) c;
+        v_wait := extract(epoch FROM clock_timestamp() - v_waited);
     END IF;
 
     LOOP
         IF v_need > p_type.max_value - v_last THEN
+            PERFORM docnum._count_failure(p_type.code, 'NB002');
             RAISE EXCEPTION 'sequence exhausted for %', p_type.code
                 USING ERRCODE = 'NB002',
                       DETAIL = pg_catalog.format('Counter %s/%s/%s is at %s; %s more number(s) would pass max_value '
@@ -449,8 +475,18 @@ BEGIN
         v_need := v_need - v_done;
         EXIT WHEN v_need = 0;
     END LOOP;
-    UPDATE docnum.counter c SET current_value = v_last, last_used_at = now()
-     WHERE c.counter_id = v_counter_id AND c.current_value <> v_last;
+    IF v_wait IS NULL THEN
+        -- The fast path advanced and counted it already; values skipped since move it further.
+        UPDATE docnum.counter c SET current_value = v_last, last_used_at = now()
+         WHERE c.counter_id = v_counter_id AND c.current_value <> v_last;
+    ELSE
+        UPDATE docnum.counter c
+           SET current_value = v_last, last_used_at = now(), issued = c.issued + p_count,
+               reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
+               allocations = c.allocations + 1, lock_waits = docnum._lock_waits_add(c.lock_waits, v_wait),
+               lock_wait_seconds = c.lock_wait_seconds + v_wait
+         WHERE c.counter_id = v_counter_id;
+    END IF;
 
     IF v_last > p_type.max_value * 0.9 THEN
         RAISE WARNING 'docnum: % counter % is % used (% of %)', p_type.code,

@@ -142,6 +142,7 @@ BEGIN
             v_new.created_at, v_new.updated_at, v_new.render_head, v_new.render_tail, v_new.seq_width,
             v_new.parse_pattern, v_new.parse_groups)
     RETURNING * INTO v_new;
+    PERFORM docnum._create_failure_sequences(v_new.code);
     PERFORM docnum._audit('DEFINE_TYPE', v_new.code, NULL, NULL, define_type.actor, NULL, docnum._type_json(v_new),
                           NULL);
     RETURN v_new;

@@ -359,3 +359,117 @@ BEGIN ATOMIC
        AND (audit_export.document_type IS NULL OR a.document_type = audit_export.document_type)
      ORDER BY a.audit_id;
 END;
+
+-- The figures `docnum metrics` exports to Prometheus, read at scrape time: one row per sample, in families named
+-- as exported without their numbering_ prefix (see docs and python_client/docnum/metrics.py); label is the
+-- value of the family's label beside document_type (scope, code, state, le), '' when it has none. Every type
+-- has every per-type row from its definition on. What it reads stays small whatever the ledger holds: the
+-- counts each counter keeps (docnum.counter.issued and the rest, moved by the allocation's own UPDATE), the
+-- failure sequences, and the partial indexes of pending and settled reservations and of overrides and voids.
+-- Per type only the max_scopes fullest counters get a sequence_current row (counters tells how many exist).
+CREATE FUNCTION docnum.metrics(max_scopes integer DEFAULT 10)
+RETURNS TABLE (metric text, document_type text, label text, value double precision)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF metrics.max_scopes IS NULL OR metrics.max_scopes NOT BETWEEN 0 AND 1000 THEN
+        RAISE EXCEPTION 'invalid max_scopes %', coalesce(metrics.max_scopes::text, 'NULL')
+            USING ERRCODE = 'NB006', COLUMN = 'max_scopes',
+                  DETAIL = 'max_scopes is the number of counters per type given a series: 0 to 1000.',
+                  HINT = 'The default, 10, shows the fullest counters of each type.';
+    END IF;
+    RETURN QUERY
+    WITH per_type AS MATERIALIZED (
+        SELECT t.code, count(c.counter_id)::float8 AS counters, coalesce(sum(c.issued), 0)::float8 AS issued,
+               coalesce(sum(c.reservations), 0)::float8 AS reservations,
+               coalesce(sum(c.allocations), 0)::float8 AS allocations,
+               coalesce(sum(c.lock_wait_seconds), 0)::float8 AS wait_seconds,
+               -- the fullest live counter: one that does not reset, or of the current period or a later one
+               coalesce(max(c.current_value) FILTER (
+                   WHERE c.period >= docnum._period(t.reset, (now() AT TIME ZONE t.time_zone)::date)), 0)
+                   * 100.0 / t.max_value AS utilization
+          FROM docnum.document_type t
+          LEFT JOIN docnum.counter c ON c.document_type = t.code
+         GROUP BY t.code
+    ), waited AS (
+        -- allocations that waited, per type and bucket (counters that never waited are skipped)
+        SELECT c.document_type AS code, w.k, sum(w.n)::float8 AS n
+          FROM docnum.counter c
+         CROSS JOIN LATERAL unnest(c.lock_waits) WITH ORDINALITY AS w(n, k)
+         WHERE c.lock_waits <> '{0,0,0,0,0,0,0,0}'::bigint[]
+         GROUP BY c.document_type, w.k
+    ), buckets AS (
+        -- cumulative, as Prometheus counts them: the allocations that did not wait, and those that waited up to
+        -- the bucket's bound (the last bucket, +Inf, holds every allocation)
+        SELECT p.code, (docnum._lock_wait_bounds())[b.k] AS bound,
+               p.allocations - coalesce((SELECT sum(x.n) FROM waited x WHERE x.code = p.code), 0)
+               + coalesce((SELECT sum(x.n) FROM waited x WHERE x.code = p.code AND x.k <= b.k), 0) AS n
+          FROM per_type p
+         CROSS JOIN generate_series(1, 8) AS b(k)
+    ), pending AS (
+        SELECT l.document_type AS code, count(*)::float8 AS n,
+               count(*) FILTER (WHERE l.expires_at <= statement_timestamp())::float8 AS overdue,
+               extract(epoch FROM statement_timestamp() - min(l.issued_at))::float8 AS oldest
+          FROM docnum.ledger l
+         WHERE l.state = 'reserved'
+         GROUP BY l.document_type
+    ), settled AS (
+        SELECT l.document_type AS code, l.state, count(*)::float8 AS n
+          FROM docnum.ledger l
+         WHERE l.token IS NOT NULL AND l.state IN ('cancelled', 'expired', 'voided')
+         GROUP BY l.document_type, l.state
+    ), admin_events AS (
+        SELECT a.document_type AS code, a.operation, count(*)::float8 AS n
+          FROM docnum.audit_log a
+         WHERE a.operation IN ('MANUAL_OVERRIDE', 'VOID')
+         GROUP BY a.document_type, a.operation
+    ), fullest AS (
+        SELECT c.document_type AS code, concat_ws('/', nullif(c.scope_value, ''), nullif(c.period, '')) AS scope,
+               c.current_value,
+               row_number() OVER (PARTITION BY c.document_type
+                                  ORDER BY c.current_value DESC, c.last_used_at DESC NULLS LAST, c.counter_id)
+                   AS rank
+          FROM docnum.counter c
+    )
+    SELECT m.metric, p.code, '', m.value
+      FROM per_type p
+     CROSS JOIN LATERAL (VALUES ('sequences_total', p.issued), ('allocations_total', p.allocations),
+                                ('counters', p.counters), ('sequence_utilization', p.utilization),
+                                ('lock_wait_seconds_count', p.allocations),
+                                ('lock_wait_seconds_sum', p.wait_seconds)) AS m(metric, value)
+    UNION ALL
+    SELECT 'lock_wait_seconds_bucket', b.code, coalesce(b.bound::text, '+Inf'), b.n
+      FROM buckets b
+    UNION ALL
+    SELECT 'errors_total', p.code, f.code,
+           coalesce(pg_sequence_last_value(to_regclass(docnum._failure_sequence(p.code, f.code))), 0)::float8
+      FROM per_type p
+     CROSS JOIN unnest(docnum._failure_codes()) AS f(code)
+    UNION ALL
+    SELECT e.metric, p.code, '', coalesce(a.n, 0)
+      FROM per_type p
+     CROSS JOIN (VALUES ('MANUAL_OVERRIDE', 'manual_overrides_total'), ('VOID', 'voids_total')) AS e(op, metric)
+      LEFT JOIN admin_events a ON a.code = p.code AND a.operation = e.op
+    UNION ALL
+    SELECT 'reservations', p.code, s.state,
+           CASE s.state
+               WHEN 'pending' THEN coalesce(r.n, 0)
+               WHEN 'confirmed' THEN p.reservations - coalesce(r.n, 0)
+                                     - coalesce((SELECT sum(x.n) FROM settled x WHERE x.code = p.code), 0)
+               ELSE coalesce((SELECT x.n FROM settled x WHERE x.code = p.code AND x.state = s.state), 0) END
+      FROM per_type p
+     CROSS JOIN (VALUES ('pending'), ('confirmed'), ('cancelled'), ('expired')) AS s(state)
+      LEFT JOIN pending r ON r.code = p.code
+    UNION ALL
+    SELECT o.metric, p.code, '', coalesce(o.value, 0)
+      FROM per_type p
+     CROSS JOIN LATERAL (VALUES ('overdue_reservations', (SELECT r.overdue FROM pending r WHERE r.code = p.code)),
+                                ('oldest_pending_reservation_seconds',
+                                 (SELECT r.oldest FROM pending r WHERE r.code = p.code))) AS o(metric, value)
+    UNION ALL
+    SELECT 'sequence_current', f.code, f.scope, f.current_value::float8
+      FROM fullest f
+     WHERE f.rank <= metrics.max_scopes;
+END
+$$;

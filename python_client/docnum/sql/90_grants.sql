@@ -44,7 +44,8 @@ GRANT EXECUTE ON FUNCTION
     docnum._integrity_findings(),
     docnum.validate(),
     docnum.number_history(text),
-    docnum.audit_export(timestamptz, timestamptz, text)
+    docnum.audit_export(timestamptz, timestamptz, text),
+    docnum.metrics(integer)
 TO docnum_reader;
 -- An application may read the trail of the numbers it issued.
 GRANT EXECUTE ON FUNCTION docnum.number_history(text) TO docnum_app;

@@ -801,3 +801,7 @@ def demo(
 from docnum.cli_ops import register  # noqa: E402  (the server, dsn, psql, doctor and sweep commands)
 
 register(app)
+
+from docnum.cli_load import register as register_load  # noqa: E402
+
+register_load(app)

@@ -1,0 +1,788 @@
+"""The HTTP API of docnum: a thin FastAPI layer over the SQL functions, every rule left to the database.
+
+``create_app(Settings.from_env())`` builds the ASGI application; ``docnum serve`` runs it under uvicorn.
+Paths, bodies and the ``{"success": true, "data": ...}`` envelope of the seed's three endpoints are kept
+(``POST /document-numbering/reserve``, ``/confirm``, ``/cancel``); every other operation of the SQL API has an
+endpoint beside them.  Each request: the bearer token is checked (:mod:`docnum.http.auth`), the number-issuing
+calls are rate limited per subject (:mod:`docnum.http.ratelimit`), then one transaction runs as the token's
+role (:mod:`docnum.http.db`) and calls the Python client, and any error becomes a problem response
+(:mod:`docnum.http.errors`).  The token's ``sub`` is the actor of everything recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from docnum.client import AsyncNumbering
+from docnum.csv_import import LegacyCsv
+from docnum.exports import AUDIT_EXPORT_COLUMNS, _csv_cell
+from docnum.http.auth import Principal, Verifier
+from docnum.http.db import Database
+from docnum.http.errors import Problem, install_error_handlers
+from docnum.http.ratelimit import RateLimiter
+from docnum.models import AuditEntry, ImportResult
+from docnum.render import json_value
+
+__all__ = ["MAX_IMPORT_ROWS", "Settings", "create_app"]
+
+log = logging.getLogger("docnum.http")
+
+PREFIX = "/document-numbering"
+#: Rows one import request may carry: one request is one transaction holding every counter it touches.
+MAX_IMPORT_ROWS = 10_000
+#: Audit rows sent per chunk of a streamed export (and fetched per round trip).
+EXPORT_CHUNK = 500
+DEFAULT_RATE_LIMIT = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the server needs; :meth:`from_env` reads the ``DOCNUM_*`` variables."""
+
+    dsn: str
+    jwt_secret: str | None = None
+    jwks_file: Path | None = None
+    jwt_audience: str | None = None
+    #: Numbers (reserve + next calls) a subject may ask for per minute; 0 turns the limit off.
+    rate_limit: int = DEFAULT_RATE_LIMIT
+    pool_min: int = 2
+    pool_max: int = 20
+    #: Seconds a request waits for a free connection before it gets 503.
+    pool_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {
+            "dsn": env.get("DOCNUM_DSN", ""),
+            "jwt_secret": env.get("DOCNUM_JWT_SECRET") or None,
+            "jwks_file": Path(env["DOCNUM_JWKS_FILE"]) if env.get("DOCNUM_JWKS_FILE") else None,
+            "jwt_audience": env.get("DOCNUM_JWT_AUDIENCE") or None,
+        }
+        if env.get("DOCNUM_RATE_LIMIT"):
+            values["rate_limit"] = int(env["DOCNUM_RATE_LIMIT"])
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class _State:
+    settings: Settings
+    verifier: Verifier
+    limiter: RateLimiter
+    database: Database
+    heads: set[str]
+
+
+# -- request bodies ---------------------------------------------------------------------------------------
+
+ScopeValue = Annotated[
+    str | None, Field(description="Scope value (a project or contract code) for PROJECT and CONTRACT types.")
+]
+
+
+class ReserveBody(BaseModel):
+    document_type: str = Field(description="The document type's code.", examples=["COR"])
+    scope_value: ScopeValue = None
+    metadata: dict[str, Any] | None = Field(None, description="A JSON object kept with the reservation.")
+    ttl_seconds: int | None = Field(
+        None, gt=0, description="How long the reservation holds (default: the type's reservation_ttl)."
+    )
+    document_date: date | None = Field(None, description="The document's date (default: today).")
+
+
+class TokenBody(BaseModel):
+    token: str = Field(description="The reservation token returned by reserve.")
+    document_ref: str | None = Field(None, description="confirm: your document's id, kept in the ledger.")
+    reason: str | None = Field(None, description="cancel: why, kept in the audit log.")
+
+
+class NextBody(BaseModel):
+    document_type: str = Field(examples=["COR"])
+    scope_value: ScopeValue = None
+    document_ref: str | None = None
+    document_date: date | None = None
+
+
+class ManualBody(BaseModel):
+    document_type: str
+    document_number: str = Field(description="The number a person chose.")
+    reason: str
+    skip_validation: bool = False
+
+
+class VoidBody(BaseModel):
+    document_number: str
+    reason: str
+
+
+class SetCounterBody(BaseModel):
+    document_type: str
+    scope_value: ScopeValue = None
+    period: str | None = Field(None, description="The counter's period (default: the current one).")
+    value: int
+    reason: str
+
+
+class ImportRow(BaseModel):
+    document_type: str | None = None
+    document_number: str | None = None
+    created_at: str | None = None
+    document_ref: str | None = None
+
+
+class ImportBody(BaseModel):
+    rows: list[ImportRow]
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _ok(data: Any, status: int = 200, **extra: Any) -> JSONResponse:
+    return JSONResponse(jsonable_encoder({"success": True, **extra, "data": data}), status_code=status)
+
+
+def _rows(items: list[Any]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(item) for item in items]
+
+
+def _request_id(principal: Principal, key: str | None) -> str | None:
+    """The SQL request_id of an Idempotency-Key: namespaced by subject, so one caller never gets another's.
+
+    ``<length of sub>:<sub>:<key>`` cannot be forged by choosing a key, whatever the sub holds.
+    """
+    if key is None:
+        return None
+    if not key.strip() or len(key) > 100:
+        raise Problem(
+            422,
+            "Invalid Idempotency-Key",
+            "an Idempotency-Key has 1 to 100 characters",
+            hint="Use a fresh UUID per request, and the same one for its retries.",
+        )
+    request_id = f"{len(principal.subject)}:{principal.subject}:{key}"
+    if len(request_id) > 200:
+        raise Problem(422, "Invalid Idempotency-Key", "the subject and the key together are too long")
+    return request_id
+
+
+def _state(request: Request) -> _State:
+    state: _State = request.app.state.docnum
+    return state
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A JWT with claims sub (the actor), exp and role (docnum_app, docnum_reader, docnum_admin).",
+)
+
+
+async def principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The verified caller; 401/403 before anything runs."""
+    return _state(request).verifier.verify(credentials.credentials if credentials else None)
+
+
+async def issuing_principal(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Principal:
+    """The caller of a call that issues a number, within its rate limit (429 otherwise)."""
+    _state(request).limiter.check(caller.subject)
+    return caller
+
+
+Caller = Annotated[Principal, Depends(principal)]
+IssuingCaller = Annotated[Principal, Depends(issuing_principal)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retries with the same key get the same number (per subject); a key names one request.",
+    ),
+]
+
+
+async def _run(
+    request: Request, caller: Principal, action: Callable[[AsyncNumbering], Awaitable[Any]]
+) -> Any:
+    return await _state(request).database.run(caller, action)
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No token, a bad signature, an expired token (problem+json)."},
+    403: {"description": "The token's role may not do this (problem+json)."},
+    404: {"description": "NB001 unknown type, NB011 unknown number (problem+json)."},
+    409: {"description": "NB002, NB005, NB007, NB009 (problem+json)."},
+    422: {"description": "NB006 invalid argument, NB012 idempotency key reused, a malformed body."},
+    503: {
+        "description": "NB003 counter busy, NB008 read-only server, database unavailable; see Retry-After."
+    },
+}
+
+
+# -- the application --------------------------------------------------------------------------------------
+
+
+def _alembic_heads(dsn: str) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    from docnum import schema
+
+    return set(ScriptDirectory.from_config(schema.alembic_config(dsn)).get_heads())
+
+
+def install_metrics(app: FastAPI) -> None:
+    """The hook for ``/metrics`` (the metrics issue): ``docnum.http.metrics.install(app)``, when it exists.
+
+    The metrics module adds its route and middleware itself; until it lands there is no ``/metrics``.
+    """
+    try:
+        from docnum.http import metrics  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return
+    metrics.install(app)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI application for ``settings`` (the pool opens when the application starts)."""
+    if not settings.dsn:
+        raise ValueError("no database: set DOCNUM_DSN (or pass --dsn)")
+    verifier = Verifier(
+        secret=settings.jwt_secret, jwks_file=settings.jwks_file, audience=settings.jwt_audience
+    )
+    database = Database(
+        settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, timeout=settings.pool_timeout
+    )
+    state = _State(
+        settings, verifier, RateLimiter(settings.rate_limit), database, _alembic_heads(settings.dsn)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await database.open()
+        warning = await database.login_role_warning()
+        if warning:
+            log.warning("docnum serve: %s", warning)
+        try:
+            yield
+        finally:
+            await database.close()
+
+    app = FastAPI(
+        title="docnum",
+        summary="Gapless, auditable document numbering in PostgreSQL, over HTTP.",
+        description=(
+            "Every rule lives in the database: each request runs as the database role named by its token's"
+            " `role` claim, and PostgreSQL's grants decide what it may do. Errors are"
+            " `application/problem+json` bodies carrying the docnum code (NB001...)."
+        ),
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.docnum = state
+    install_error_handlers(app)
+    _routes(app)
+    install_metrics(app)
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("docnum")
+    except Exception:
+        return "0"
+
+
+def _routes(app: FastAPI) -> None:
+    tags_numbers: list[str | Enum] = ["numbers"]
+    tags_admin: list[str | Enum] = ["administration"]
+    tags_reports: list[str | Enum] = ["reports"]
+
+    @app.get("/healthz", tags=["health"], summary="The process is up (no database call).")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Database reachable, migrations at head, not a standby.")
+    async def readyz(request: Request) -> JSONResponse:
+        state = _state(request)
+        checks = await state.database.readiness(state.heads)
+        ready = all(check.get("ok") for check in checks.values()) and "migrations" in checks
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+        )
+
+    @app.post(
+        f"{PREFIX}/reserve",
+        status_code=201,
+        tags=tags_numbers,
+        summary="Reserve the next number (held until confirmed, cancelled or expired).",
+        responses={
+            **_ERROR_RESPONSES,
+            429: {"description": "Over the per-subject rate limit; see Retry-After."},
+        },
+    )
+    async def reserve(
+        request: Request, body: ReserveBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        request_id = _request_id(caller, idempotency_key)
+        reservation = await _run(
+            request,
+            caller,
+            lambda n: n.reserve(
+                body.document_type,
+                scope=body.scope_value,
+                actor=caller.subject,
+                metadata=body.metadata,
+                ttl=None if body.ttl_seconds is None else f"{body.ttl_seconds} seconds",
+                document_date=body.document_date,
+                request_id=request_id,
+            ),
+        )
+        data = {
+            **dataclasses.asdict(reservation),
+            "document_type": body.document_type,
+            "scope_value": body.scope_value,
+            "metadata": body.metadata,
+        }
+        return _ok(data, 201)
+
+    @app.post(
+        f"{PREFIX}/confirm",
+        tags=tags_numbers,
+        summary="Make a reserved number final.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def confirm(request: Request, body: TokenBody, caller: Caller) -> JSONResponse:
+        token = _token(body.token)
+        number = await _run(
+            request, caller, lambda n: n.confirm(token, actor=caller.subject, document_ref=body.document_ref)
+        )
+        return _ok({"document_number": number, "token": body.token})
+
+    @app.post(
+        f"{PREFIX}/cancel",
+        tags=tags_numbers,
+        summary="Give up a reserved number (it is never reissued).",
+        responses=_ERROR_RESPONSES,
+    )
+    async def cancel(request: Request, body: TokenBody, caller: Caller) -> JSONResponse:
+        token = _token(body.token)
+        number = await _run(
+            request, caller, lambda n: n.cancel(token, actor=caller.subject, reason=body.reason)
+        )
+        return _ok({"document_number": number, "token": body.token}, message="Reservation cancelled")
+
+    @app.post(
+        f"{PREFIX}/next",
+        status_code=201,
+        tags=tags_numbers,
+        summary="Issue and confirm the next number in one step.",
+        responses={
+            **_ERROR_RESPONSES,
+            429: {"description": "Over the per-subject rate limit; see Retry-After."},
+        },
+    )
+    async def next_number(
+        request: Request, body: NextBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        request_id = _request_id(caller, idempotency_key)
+        number = await _run(
+            request,
+            caller,
+            lambda n: n.next_number(
+                body.document_type,
+                scope=body.scope_value,
+                actor=caller.subject,
+                document_ref=body.document_ref,
+                document_date=body.document_date,
+                request_id=request_id,
+            ),
+        )
+        data = {
+            "document_number": number,
+            "document_type": body.document_type,
+            "scope_value": body.scope_value,
+        }
+        return _ok(data, 201)
+
+    @app.get(
+        f"{PREFIX}/requests/{{idempotency_key}}",
+        tags=tags_numbers,
+        summary="What an Idempotency-Key of yours was served with (404 when nothing committed).",
+        responses=_ERROR_RESPONSES,
+    )
+    async def find_request(request: Request, idempotency_key: str, caller: Caller) -> JSONResponse:
+        request_id = _request_id(caller, idempotency_key)
+        assert request_id is not None
+        outcome = await _run(request, caller, lambda n: n.find_request(request_id))
+        if outcome is None:
+            raise Problem(404, "Not Found", "nothing was issued for this Idempotency-Key")
+        return _ok(dataclasses.asdict(outcome))
+
+    @app.post(
+        f"{PREFIX}/expire",
+        tags=tags_numbers,
+        summary="Expire the reservations past their expires_at; returns how many.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def expire(request: Request, caller: Caller) -> JSONResponse:
+        expired = await _run(request, caller, lambda n: n.expire_reservations())
+        return _ok({"expired": expired})
+
+    @app.get(
+        f"{PREFIX}/status",
+        tags=tags_reports,
+        summary="Every counter, by type, scope and period.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def status(
+        request: Request, caller: Caller, document_type: Annotated[str | None, Query()] = None
+    ) -> JSONResponse:
+        return _ok(_rows(await _run(request, caller, lambda n: n.status(document_type))))
+
+    @app.get(
+        f"{PREFIX}/history",
+        tags=tags_reports,
+        summary="The audit trail of a number (and of its replacements), oldest first.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def history(
+        request: Request, caller: Caller, document_number: Annotated[str, Query(min_length=1)]
+    ) -> JSONResponse:
+        return _ok(_rows(await _run(request, caller, lambda n: n.history(document_number))))
+
+    @app.get(
+        f"{PREFIX}/gaps",
+        tags=tags_reports,
+        summary="Counter values never issued, with their reasons.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def gaps(
+        request: Request,
+        caller: Caller,
+        document_type: Annotated[str | None, Query()] = None,
+        scope_value: Annotated[str | None, Query()] = None,
+        period: Annotated[str | None, Query()] = None,
+    ) -> JSONResponse:
+        found = await _run(request, caller, lambda n: n.gaps(document_type, scope=scope_value, period=period))
+        return _ok(_rows(found))
+
+    @app.get(
+        f"{PREFIX}/validate",
+        tags=tags_reports,
+        summary="The integrity report (empty when healthy).",
+        responses=_ERROR_RESPONSES,
+    )
+    async def validate(request: Request, caller: Caller) -> JSONResponse:
+        findings = await _run(request, caller, lambda n: n.validate())
+        healthy = not any(f.severity == "error" for f in findings)
+        return _ok({"healthy": healthy, "findings": _rows(findings)})
+
+    @app.get(
+        f"{PREFIX}/duplicates",
+        tags=tags_reports,
+        summary="Numbers used twice in the ledger or the registered tables.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def duplicates(request: Request, caller: Caller) -> JSONResponse:
+        return _ok(_rows(await _run(request, caller, lambda n: n.check_duplicates())))
+
+    @app.post(
+        f"{PREFIX}/manual",
+        status_code=201,
+        tags=tags_admin,
+        summary="Record a number chosen by a person (the seed's manual override; docnum_admin).",
+        responses=_ERROR_RESPONSES,
+    )
+    async def manual(request: Request, body: ManualBody, caller: Caller) -> JSONResponse:
+        number = await _run(
+            request,
+            caller,
+            lambda n: n.override(
+                body.document_type,
+                body.document_number,
+                actor=caller.subject,
+                reason=body.reason,
+                skip_validation=body.skip_validation,
+            ),
+        )
+        return _ok({"document_number": number, "document_type": body.document_type}, 201)
+
+    @app.post(
+        f"{PREFIX}/void",
+        tags=tags_admin,
+        summary="Take a number out of use (docnum_admin).",
+        responses=_ERROR_RESPONSES,
+    )
+    async def void(request: Request, body: VoidBody, caller: Caller) -> JSONResponse:
+        number = await _run(
+            request, caller, lambda n: n.void(body.document_number, actor=caller.subject, reason=body.reason)
+        )
+        return _ok({"document_number": number})
+
+    @app.post(
+        f"{PREFIX}/void-and-replace",
+        status_code=201,
+        tags=tags_admin,
+        summary="Void a number and issue its replacement in the same counter (docnum_admin).",
+        responses=_ERROR_RESPONSES,
+    )
+    async def void_and_replace(request: Request, body: VoidBody, caller: Caller) -> JSONResponse:
+        replacement = await _run(
+            request,
+            caller,
+            lambda n: n.void_and_replace(body.document_number, actor=caller.subject, reason=body.reason),
+        )
+        return _ok({"voided_number": body.document_number, "document_number": replacement}, 201)
+
+    @app.post(
+        f"{PREFIX}/set-counter",
+        tags=tags_admin,
+        summary="Set a counter's value (docnum_admin).",
+        responses=_ERROR_RESPONSES,
+    )
+    async def set_counter(request: Request, body: SetCounterBody, caller: Caller) -> JSONResponse:
+        value = await _run(
+            request,
+            caller,
+            lambda n: n.set_counter(
+                body.document_type,
+                scope=body.scope_value,
+                period=body.period,
+                value=body.value,
+                actor=caller.subject,
+                reason=body.reason,
+            ),
+        )
+        return _ok({"document_type": body.document_type, "scope_value": body.scope_value, "value": value})
+
+    @app.post(
+        f"{PREFIX}/import",
+        tags=tags_admin,
+        summary="Import legacy numbers (JSON rows or a CSV file) in one transaction; a report per row.",
+        responses={**_ERROR_RESPONSES, 413: {"description": f"More than {MAX_IMPORT_ROWS:,} rows."}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": ImportBody.model_json_schema()},
+                    "text/csv": {
+                        "schema": {"type": "string"},
+                        "example": "document_type,document_number,created_at,document_ref\n"
+                        "COR,COR-0001,2019-01-05,ref-1\n",
+                    },
+                },
+            }
+        },
+    )
+    async def import_numbers(request: Request, caller: Caller) -> JSONResponse:
+        rows, lines = await _import_rows(request)
+        results: list[ImportResult] = await _run(
+            request, caller, lambda n: n.import_numbers(rows, actor=caller.subject)
+        )
+        report = []
+        for result in results:
+            item = dataclasses.asdict(result)
+            if lines is not None:
+                item["line"] = lines[result.row_number - 1]
+            report.append(item)
+        counts = {
+            status: sum(1 for r in results if r.status == status)
+            for status in ("imported", "already_present", "rejected")
+        }
+        return _ok({**counts, "rows": report})
+
+    @app.get(
+        f"{PREFIX}/audit-export",
+        tags=tags_reports,
+        summary="Audit rows with from <= occurred_at < to, streamed as JSON Lines or CSV (docnum_reader).",
+        responses={
+            **_ERROR_RESPONSES,
+            200: {"content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "The rows."},
+        },
+    )
+    async def audit_export(
+        request: Request,
+        caller: Caller,
+        start: Annotated[datetime, Query(alias="from", description="Start (inclusive), ISO 8601.")],
+        end: Annotated[datetime, Query(alias="to", description="End (exclusive), ISO 8601.")],
+        document_type: Annotated[str | None, Query()] = None,
+        format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
+    ) -> StreamingResponse:
+        return await _export_response(_state(request).database, caller, start, end, document_type, format)
+
+
+def _token(text: str) -> str:
+    """A reservation token as the SQL takes it; not a UUID: NB004 like any unknown token (the seed's 'not
+    found or expired')."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        from docnum.errors import ReservationExpired
+
+        raise ReservationExpired(
+            "reservation token is not a valid token",
+            code="NB004",
+            hint="Pass the token returned by reserve; reserve a new number if it is lost.",
+        ) from None
+
+
+async def _import_rows(request: Request) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """The rows of an import body (JSON object with rows, a JSON array, or CSV), and the CSV line of each."""
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    raw = await request.body()
+    if media in ("text/csv", "application/csv"):
+        return _csv_rows(raw)
+    if media != "application/json":
+        raise Problem(415, "Unsupported Media Type", "send application/json or text/csv")
+    try:
+        parsed = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Problem(422, "Invalid request", "the body is not valid JSON") from None
+    if isinstance(parsed, list):
+        parsed = {"rows": parsed}
+    try:
+        body = ImportBody.model_validate(parsed)
+    except ValueError as exc:
+        raise Problem(422, "Invalid request", f"rows must be objects of text fields: {exc}") from None
+    _check_size(len(body.rows))
+    return [row.model_dump(exclude_none=True) for row in body.rows], None
+
+
+def _check_size(count: int) -> None:
+    if count > MAX_IMPORT_ROWS:
+        raise Problem(
+            413,
+            "Content Too Large",
+            f"{count:,} rows; one request imports at most {MAX_IMPORT_ROWS:,}",
+            hint="Split the file: each request is one transaction, and importing a row again is harmless.",
+        )
+
+
+def _csv_rows(raw: bytes) -> tuple[list[dict[str, Any]], list[int]]:
+    """CSV read as ``docnum import`` reads a file: header names (any case), empty cell = missing."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Problem(422, "Invalid request", "the CSV body is not UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise Problem(422, "Invalid request", "the CSV body is empty; it needs a header line")
+    names = [name.strip().lower() for name in header]
+    missing = [name for name in LegacyCsv.REQUIRED if name not in names]
+    if missing:
+        raise Problem(422, "Invalid request", f"the CSV header has no column {', '.join(missing)}")
+    columns = {
+        name: names.index(name) for name in (*LegacyCsv.REQUIRED, *LegacyCsv.OPTIONAL) if name in names
+    }
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    line_after = reader.line_num
+    for record in reader:
+        line, line_after = line_after + 1, reader.line_num
+        if not record:
+            continue
+        lines.append(line)
+        rows.append({name: record[i] for name, i in columns.items() if i < len(record) and record[i]})
+        _check_size(len(rows))
+    return rows, lines
+
+
+def _jsonl(entries: list[AuditEntry]) -> str:
+    return "".join(
+        json.dumps(
+            {name: getattr(e, name) for name in AUDIT_EXPORT_COLUMNS}, default=json_value, ensure_ascii=False
+        )
+        + "\n"
+        for e in entries
+    )
+
+
+def _csv(entries: list[AuditEntry], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if header:
+        writer.writerow(AUDIT_EXPORT_COLUMNS)
+    for entry in entries:
+        writer.writerow([_csv_cell(name, getattr(entry, name)) for name in AUDIT_EXPORT_COLUMNS])
+    return buffer.getvalue()
+
+
+async def _export_response(
+    database: Database,
+    caller: Principal,
+    start: datetime,
+    end: datetime,
+    document_type: str | None,
+    fmt: str,
+) -> StreamingResponse:
+    """Stream an audit export from a server-side cursor, a chunk at a time; the connection (one transaction
+    as the caller's role) is held until the last row is sent.  The first row is read before the response
+    starts, so a refusal (403, NB006) is still a proper problem response; a failure after that cuts the
+    response short (the client sees an incomplete body, never a silently truncated one)."""
+    stack = AsyncExitStack()
+    numbering = await stack.enter_async_context(database.session(caller))
+    rows = numbering.audit_export(start, end, document_type, fetch_size=EXPORT_CHUNK)
+    try:
+        first: AuditEntry | None = await rows.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stack.__aexit__(*sys.exc_info())
+        raise
+
+    encode = _jsonl if fmt == "jsonl" else None
+
+    async def body() -> AsyncIterator[str]:
+        failed: BaseException | None = None
+        try:
+            chunk: list[AuditEntry] = [first] if first is not None else []
+            header = True
+            if first is not None:
+                async for entry in rows:
+                    chunk.append(entry)
+                    if len(chunk) >= EXPORT_CHUNK:
+                        yield encode(chunk) if encode else _csv(chunk, header)
+                        header, chunk = False, []
+            if chunk or (header and encode is None):
+                yield encode(chunk) if encode else _csv(chunk, header)
+        except BaseException as exc:
+            failed = exc
+            log.error("audit export stopped after it started", exc_info=exc)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await rows.aclose()
+                if failed is None:
+                    await stack.aclose()
+                else:
+                    await stack.__aexit__(type(failed), failed, failed.__traceback__)
+
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
+    filename = f"audit-export.{fmt}"
+    return StreamingResponse(
+        body(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

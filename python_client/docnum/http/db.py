@@ -1,0 +1,163 @@
+"""The database side of the HTTP API: one pool of a login role that may only become the three docnum roles.
+
+Every request runs in one transaction on a pooled connection, which first becomes the token's role
+(``set_config('role', ..., true)``, i.e. ``SET LOCAL ROLE``) and publishes the token's claims as
+``request.jwt.claims`` (``SET LOCAL``, as PostgREST does); then the Python client's own call runs inside that
+transaction (:class:`docnum.AsyncNumbering` joins a transaction it finds open), so the SQL is written once and
+PostgreSQL's grants decide what the caller may do.  Both settings end with the transaction: nothing of one
+request survives on the connection, and the pool works behind PgBouncer in transaction mode.
+
+A serialization failure or deadlock (for example two concurrent retries of one ``Idempotency-Key``: the one
+that loses learns the key was served meanwhile) reruns the whole transaction, with the client's policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from docnum._client_common import DEFAULT_ATTEMPTS, _backoff, _should_retry
+from docnum.client import AsyncNumbering
+from docnum.http.auth import ROLES, Principal
+
+__all__ = ["APPLICATION_NAME", "Database"]
+
+log = logging.getLogger("docnum.http")
+
+T = TypeVar("T")
+
+APPLICATION_NAME = "docnum-http"
+
+#: One round trip: become the token's role and publish its claims, both for this transaction only.
+_BECOME = "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true)"
+
+
+class Database:
+    """A connection pool and the per-request transaction of the HTTP API."""
+
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 20, timeout: float = 5.0) -> None:
+        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            name="docnum-http",
+            # No server-side prepared statements: safe behind a transaction pooler (see docnum.client).
+            kwargs={"application_name": APPLICATION_NAME, "prepare_threshold": None},
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @staticmethod
+    async def _become(conn: psycopg.AsyncConnection[Any], principal: Principal) -> None:
+        if principal.role not in ROLES:  # auth.Verifier already refused it; never trust a caller with this
+            raise ValueError(f"refusing to switch to role {principal.role!r}")
+        claims = json.dumps(dict(principal.claims), default=str)
+        await conn.execute(_BECOME, {"role": principal.role, "claims": claims}, prepare=False)
+
+    async def run(self, principal: Principal, action: Callable[[AsyncNumbering], Awaitable[T]]) -> T:
+        """Run ``action`` with a client bound to one transaction as ``principal``; commit, return its result.
+
+        The transaction is retried as a whole after a serialization failure or a deadlock.
+        """
+        attempt = 1
+        while True:
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    await self._become(conn, principal)
+                    return await action(AsyncNumbering(conn))
+            except psycopg.Error as exc:
+                if not _should_retry(exc, attempt, DEFAULT_ATTEMPTS):
+                    raise
+            await asyncio.sleep(_backoff(attempt))
+            attempt += 1
+
+    @asynccontextmanager
+    async def session(self, principal: Principal) -> AsyncIterator[AsyncNumbering]:
+        """A client bound to one transaction as ``principal`` for the ``async with`` block (never retried)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._become(conn, principal)
+            yield AsyncNumbering(conn)
+
+    async def readiness(self, heads: set[str]) -> dict[str, Any]:
+        """Whether the database can serve: reachable, schema docnum at the migrations' head, not a standby."""
+        checks: dict[str, Any] = {}
+        try:
+            async with self.pool.connection(timeout=2.0) as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT pg_is_in_recovery(), to_regnamespace('docnum') IS NOT NULL,"
+                    " to_regclass('public.alembic_version') IS NOT NULL",
+                    prepare=False,
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                standby, installed, versioned = row
+                checks["database"] = {"ok": True}
+                checks["primary"] = {"ok": not standby, "detail": "a standby" if standby else "read-write"}
+                if not installed:
+                    checks["migrations"] = {"ok": False, "detail": "schema docnum is not installed"}
+                elif not versioned:
+                    # Installed from sql/ directly: nothing to compare with, as `docnum doctor` warns.
+                    checks["migrations"] = {"ok": True, "detail": "schema docnum has no Alembic history"}
+                else:
+                    try:
+                        async with conn.transaction():
+                            cur = await conn.execute(
+                                "SELECT version_num FROM public.alembic_version", prepare=False
+                            )
+                            current = {str(r[0]) for r in await cur.fetchall()}
+                    except psycopg.errors.InsufficientPrivilege:
+                        checks["migrations"] = {
+                            "ok": False,
+                            "detail": "the login role cannot read public.alembic_version:"
+                            " GRANT SELECT ON public.alembic_version TO it",
+                        }
+                    else:
+                        at_head = current == heads
+                        checks["migrations"] = {
+                            "ok": at_head,
+                            "detail": f"at {', '.join(sorted(current)) or 'nothing'}"
+                            + ("" if at_head else f", head is {', '.join(sorted(heads))}"),
+                        }
+        except (psycopg.Error, OSError) as exc:
+            log.warning("readiness: database unreachable: %s", type(exc).__name__)
+            checks["database"] = {"ok": False, "detail": "unreachable"}
+        return checks
+
+    async def login_role_warning(self) -> str | None:
+        """A warning when the pool's login role can do more than switch to the three docnum roles."""
+        try:
+            async with self.pool.connection(timeout=10.0) as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT r.rolname, r.rolsuper, r.rolinherit FROM pg_catalog.pg_roles r"
+                    " WHERE r.rolname = current_user",
+                    prepare=False,
+                )
+                row = await cur.fetchone()
+        except (psycopg.Error, OSError):
+            return None
+        if row is None:
+            return None
+        name, superuser, inherit = row
+        if superuser:
+            return (
+                f"the pool logs in as {name}, a superuser: use a NOINHERIT login role granted only"
+                " docnum_app, docnum_reader and docnum_admin (see the README)"
+            )
+        if inherit:
+            return (
+                f"the pool's login role {name} is INHERIT: make it NOINHERIT so it has no rights of its own"
+            )
+        return None

@@ -171,3 +171,36 @@ def test_revision_0003_carries_the_data_of_0002(server_info: ServerInfo) -> None
             assert conn.execute("SELECT table_name::text FROM docnum.document_table").fetchall() == [
                 ("invoices",)
             ]
+
+
+def test_revision_0007_counts_the_numbers_issued_before_it(server_info: ServerInfo, pg_bindir: Path) -> None:
+    """The metrics start from what the ledger already holds, and stepping down to 0006 restores its schema
+    (the failure sequences of existing types included)."""
+    name = _dbname("data7")
+    with server_info.scratch_database(name) as dsn:
+        schema.migrate(dsn, "0006")
+        released = dump_schema(server_info, name, pg_bindir)
+        with server_info.connect(name, autocommit=True) as conn:
+            conn.execute("SELECT docnum.define_type(code => 'OLD', format => '{TYPE}-{SEQ}')")
+            conn.execute("SELECT docnum.next_numbers('OLD', 3)")
+            token = conn.execute("SELECT token FROM docnum.reserve_number('OLD')").fetchone()
+            assert token is not None
+            conn.execute("SELECT docnum.cancel_number(%s)", (token[0],))
+            conn.execute("SELECT docnum.reserve_number('OLD')")
+        schema.migrate(dsn, "0007")
+        with server_info.connect(name, autocommit=True) as conn:
+            found = {
+                (metric, label): value
+                for metric, _, label, value in conn.execute("SELECT * FROM docnum.metrics()").fetchall()
+            }
+            assert found[("sequences_total", "")] == 5
+            assert found[("reservations", "pending")] == 1
+            assert found[("reservations", "cancelled")] == 1
+            assert found[("errors_total", "NB002")] == 0
+            sequence = conn.execute("SELECT to_regclass('docnum.\"OLD:NB003\"') IS NOT NULL").fetchone()
+            assert sequence == (True,)
+        schema.downgrade(dsn, "0006")
+        with server_info.connect(name, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM docnum.ledger").fetchone() == (5,)
+        after = dump_schema(server_info, name, pg_bindir)
+        assert_same_schema(released, after, "upgrade 0006", "0007, then 0006")

@@ -9,7 +9,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -248,3 +248,42 @@ def test_a_role_that_cannot_verify_issues_nothing(
     assert result.returncode == 1 and result.stdout == ""
     assert "error privilege:" in result.stderr and "docnum_reader" in result.stderr
     assert ledger(db) == []
+
+
+def test_failed_requests_are_counted_by_code_and_do_not_fail_the_run(
+    db: psycopg.Connection[Any], dsn: str, numbering: Numbering
+) -> None:
+    numbering.define_type("LIM", "{TYPE}-{SEQ:3}", max_value=50)  # the last 10 requests find it exhausted
+    result = docnum(dsn, "load-test", "--type", "LIM", "--requests", "60", "--concurrency", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["succeeded"], report["failed"], report["numbers_issued"]) == (50, 10, 50)
+    assert report["success_rate_pct"] == pytest.approx(100 * 50 / 60)
+    (error,) = report["errors"]
+    assert (error["code"], error["count"]) == ("NB002", 10)
+    assert error["message"].startswith("sequence exhausted for LIM")
+    assert report["passed"] is True and sum(bucket["count"] for bucket in report["histogram"]) == 50
+    (counter,) = report["verification"]["counters"]
+    assert (counter["first_value"], counter["last_value"], counter["missing_values"]) == (1, 50, 0)
+
+
+def test_a_run_in_which_every_request_failed_fails(
+    db: psycopg.Connection[Any],
+    dsn: str,
+    numbering: Numbering,
+    connect: Callable[..., psycopg.Connection[Any]],
+) -> None:
+    numbering.define_type("SLOW", "{TYPE}-{SEQ:3}", lock_timeout="100 milliseconds")
+    numbering.next_number("SLOW")  # the counter exists
+    holder = connect()  # holds the counter in an open transaction: every request times out (NB003)
+    holder.execute("SELECT docnum.next_number('SLOW')")
+    try:
+        result = docnum(dsn, "load-test", "--type", "SLOW", "--requests", "16", "--concurrency", "8")
+    finally:
+        holder.rollback()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0 succeeded (0.0 %), 16 failed" in result.stdout
+    (nb003,) = [line for line in result.stdout.splitlines() if line.strip().startswith("NB003")]
+    assert nb003.split()[1] == "16"
+    assert "(no successful request)" in result.stdout
+    assert "FAIL: every request failed" in result.stdout and "result: FAIL" in result.stdout

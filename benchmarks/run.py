@@ -142,6 +142,15 @@ UNCONSTRAINED_WORKLOADS = (
     ),
 )
 
+#: --before REVISION: the same allocations on a database at an earlier revision, to measure what a revision
+#: costs (issue 10: revision 0007's metrics must cost under 5 % on the hot counter and on 1000 counters).
+BEFORE_WORKLOADS = tuple(
+    Workload(f"{name}_before", f"{name}, before", keys, script=name, database="before")
+    for name in ("next_number", "reserve_number")
+    for keys in (HOT_KEYS, MANY_KEYS)
+)
+OVERHEAD_LIMIT = 0.05
+
 CellKey = tuple[str, int | None, int]
 
 
@@ -232,11 +241,11 @@ SELECT count(docnum.next_number(document_type => '{TYPE_CODE}', scope => 'P' || 
 """
 
 
-def prepare(dsn: str, sql_dir: Path | None) -> dict[str, str]:
-    """Install docnum in the scratch database (its migrations, or the SQL files of `sql_dir`), create the
-    benchmark objects; return the server's relevant settings."""
+def prepare(dsn: str, sql_dir: Path | None, revision: str = "head") -> dict[str, str]:
+    """Install docnum in the scratch database (its migrations up to `revision`, or the SQL files of
+    `sql_dir`), create the benchmark objects; return the server's relevant settings."""
     if sql_dir is None:
-        schema.migrate(dsn)
+        schema.migrate(dsn, revision)
     with psycopg.connect(dsn, autocommit=True) as conn:
         if sql_dir is not None:
             schema.apply_sql_dir(conn, sql_dir)
@@ -446,6 +455,27 @@ def target_lines(
     return lines
 
 
+def overhead_lines(cells: dict[CellKey, Cell], revision: str) -> list[str]:
+    """One line per --before pair: TPS at head beside TPS at `revision` (same keys and clients, runs
+    alternated), the cost of what came since, and whether it stays under OVERHEAD_LIMIT."""
+    lines = []
+    for key, before in sorted(cells.items(), key=lambda item: (item[0][0], item[0][1] or 0, item[0][2])):
+        name, keys, clients = key
+        if not name.endswith("_before") or not before.runs:
+            continue
+        head = cells.get((name.removesuffix("_before"), keys, clients))
+        if head is None or not head.runs:
+            continue
+        cost = 1 - head.tps / before.tps
+        verdict = "met" if cost < OVERHEAD_LIMIT else "MISSED"
+        lines.append(
+            f"cost of head over {revision}: {head.workload.label} {keys_label(keys)} c={clients}: "
+            f"{head.tps:,.0f} vs {before.tps:,.0f} tps = {head.tps / before.tps:.3f}x, cost {cost:+.1%} "
+            f"(target: under {OVERHEAD_LIMIT:.0%}) - {verdict}"
+        )
+    return lines
+
+
 def print_table(rows: list[list[str]], title: str) -> None:
     try:
         from rich.console import Console
@@ -521,6 +551,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="prepared",
         help="pgbench query protocol (default: prepared, as issue 9's measurements)",
     )
+    parser.add_argument(
+        "--before",
+        metavar="REVISION",
+        help="also run next_number and reserve_number on a database migrated only to REVISION, alternating "
+        "with head, and print what head costs over it (e.g. --before 0006: the metrics of revision 0007)",
+    )
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown")
     parser.add_argument(
         "--sql-dir",
@@ -533,7 +569,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.runs, args.seconds, args.clients = 1, 2, [1, 8]
     if args.runs < 1 or args.seconds < 1 or min(args.clients) < 1:
         parser.error("--runs, --seconds and --clients must be at least 1")
-    known = {w.name for w in WORKLOADS + FLOOR_WORKLOADS + UNCONSTRAINED_WORKLOADS}
+    known = {w.name for w in WORKLOADS + FLOOR_WORKLOADS + UNCONSTRAINED_WORKLOADS + BEFORE_WORKLOADS}
     if args.only and not set(args.only) <= known:
         parser.error(f"--only takes workload names among: {', '.join(sorted(known))}")
     return args
@@ -556,6 +592,11 @@ def select_workloads(args: argparse.Namespace) -> list[Workload]:
         candidates += FLOOR_WORKLOADS
     if args.unconstrained or {"next_unconstrained", "next_numbers_unconstrained"} & set(only):
         candidates += UNCONSTRAINED_WORKLOADS
+    if args.before:
+        candidates += BEFORE_WORKLOADS
+        only = [*only, *(f"{name}_before" for name in only)]
+        if args.only:
+            args.only = only
     if not args.only:
         return candidates
     wanted = set(args.only)
@@ -597,6 +638,9 @@ def main(argv: list[str] | None = None) -> int:
             prepare(dsns["unconstrained"], args.sql_dir)
             with psycopg.connect(dsns["unconstrained"], autocommit=True) as conn:
                 conn.execute((HERE / "unconstrained.sql").read_bytes())
+        if any(w.database == "before" for w in workloads):
+            dsns["before"] = stack.enter_context(scratch_database(server))
+            prepare(dsns["before"], args.sql_dir, args.before)
         done = 0
         for run in range(1, args.runs + 1):
             for clients in args.clients:
@@ -640,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows = table_rows(cells, workloads, args.clients)
     targets = target_lines(cells, missing=missing)
+    if args.before:
+        targets += ["", *overhead_lines(cells, args.before)]
     print()
     print_table(rows, "docnum allocation benchmark")
     for line in [*context, "", *targets]:

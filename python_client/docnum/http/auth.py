@@ -103,6 +103,8 @@ class Verifier:
             raise _unauthorized("the token has no kid header and the key set holds several keys")
         if not candidates:
             raise _unauthorized("no key of the key set has the token's kid")
+        if candidates[0].algorithm_name != algorithm:  # an RSA key never checks an ES256 signature, etc.
+            raise _unauthorized(f"the token's key does not sign with {algorithm}")
         return candidates[0].key, algorithm
 
     def verify(self, token: str | None) -> Principal:
@@ -127,7 +129,7 @@ class Verifier:
             raise _unauthorized(f"the token has no {exc.claim} claim") from None
         except jwt.InvalidAudienceError:
             raise _unauthorized("the token is not meant for this service (aud)") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise _unauthorized("the token is not valid") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():

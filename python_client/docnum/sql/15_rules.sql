@@ -163,12 +163,12 @@ CREATE FUNCTION docnum._lock_wait_bounds() RETURNS double precision[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN '{0.01,0.05,0.1,0.5,1,2,5}'::double precision[];
 
--- A counter's lock_waits with one more wait of p_seconds counted in its bucket.
-CREATE FUNCTION docnum._lock_waits_add(p_waits bigint[], p_seconds double precision) RETURNS bigint[]
+-- The bucket (1..8) of docnum._lock_wait_bounds() a wait of p_seconds counts in. One expression, so that it
+-- is inlined where an allocation uses it: that is inside the counter's critical section.
+CREATE FUNCTION docnum._lock_wait_bucket(p_seconds double precision) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN (SELECT p_waits[:k - 1] || (p_waits[k] + 1) || p_waits[k + 1:]
-          FROM (SELECT 1 + count(*)::integer FROM unnest(docnum._lock_wait_bounds()) b WHERE b < p_seconds)
-               AS bucket(k));
+RETURN width_bucket(p_seconds, docnum._lock_wait_bounds()) + 1
+       - (p_seconds = ANY (docnum._lock_wait_bounds()))::integer;
 
 -- The error codes of failures the metrics count per type: NB002 (a counter ran out) and NB003 (a counter stayed
 -- busy past the lock timeout). A failure rolls back everything its transaction wrote, so each is counted by a

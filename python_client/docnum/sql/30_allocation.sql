@@ -183,6 +183,7 @@ DECLARE
     v_number     text;
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this allocation waited for its counter; NULL once counted
+    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
 BEGIN
     PERFORM docnum._durable_commit();
     -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
@@ -215,6 +216,7 @@ BEGIN
         v_waited := clock_timestamp();
         v_counter_id := (docnum._lock_counter(p_type, p_scope, v_period)).counter_id;
         v_wait := extract(epoch FROM clock_timestamp() - v_waited);
+        v_bucket := docnum._lock_wait_bucket(v_wait);
     END IF;
 
     -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.
@@ -229,7 +231,7 @@ BEGIN
             UPDATE docnum.counter c
                SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
                    reservations = c.reservations + (p_token IS NOT NULL)::integer,
-                   allocations = c.allocations + 1, lock_waits = docnum._lock_waits_add(c.lock_waits, v_wait),
+                   allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
                    lock_wait_seconds = c.lock_wait_seconds + v_wait
              WHERE c.counter_id = v_counter_id
             RETURNING c.current_value INTO v_value;
@@ -409,6 +411,7 @@ DECLARE
     v_issued     docnum.reservation[] := '{}'::docnum.reservation[];
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this batch waited for its counter (NULL: it did not wait)
+    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
 BEGIN
     PERFORM docnum._durable_commit();
     IF p_type.reset <> 'NEVER' THEN
@@ -438,6 +441,7 @@ BEGIN
         SELECT c.counter_id, c.current_value INTO v_counter_id, v_last
           FROM docnum._lock_counter(p_type, p_scope, v_period) c;
         v_wait := extract(epoch FROM clock_timestamp() - v_waited);
+        v_bucket := docnum._lock_wait_bucket(v_wait);
     END IF;
 
     LOOP
@@ -483,7 +487,7 @@ BEGIN
         UPDATE docnum.counter c
            SET current_value = v_last, last_used_at = now(), issued = c.issued + p_count,
                reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
-               allocations = c.allocations + 1, lock_waits = docnum._lock_waits_add(c.lock_waits, v_wait),
+               allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
                lock_wait_seconds = c.lock_wait_seconds + v_wait
          WHERE c.counter_id = v_counter_id;
     END IF;

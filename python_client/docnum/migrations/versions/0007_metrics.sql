@@ -78,6 +78,7 @@ DECLARE
     v_number     text;
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this allocation waited for its counter; NULL once counted
+    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
 BEGIN
     PERFORM docnum._durable_commit();
     -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
@@ -110,6 +111,7 @@ BEGIN
         v_waited := clock_timestamp();
         v_counter_id := (docnum._lock_counter(p_type, p_scope, v_period)).counter_id;
         v_wait := extract(epoch FROM clock_timestamp() - v_waited);
+        v_bucket := docnum._lock_wait_bucket(v_wait);
     END IF;
 
     -- Under the lock. A value whose row or text already exists inserts nothing and is skipped, never reused.
@@ -124,7 +126,7 @@ BEGIN
             UPDATE docnum.counter c
                SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
                    reservations = c.reservations + (p_token IS NOT NULL)::integer,
-                   allocations = c.allocations + 1, lock_waits = docnum._lock_waits_add(c.lock_waits, v_wait),
+                   allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
                    lock_wait_seconds = c.lock_wait_seconds + v_wait
              WHERE c.counter_id = v_counter_id
             RETURNING c.current_value INTO v_value;
@@ -193,6 +195,7 @@ DECLARE
     v_issued     docnum.reservation[] := '{}'::docnum.reservation[];
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this batch waited for its counter (NULL: it did not wait)
+    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
 BEGIN
     PERFORM docnum._durable_commit();
     IF p_type.reset <> 'NEVER' THEN
@@ -222,6 +225,7 @@ BEGIN
         SELECT c.counter_id, c.current_value INTO v_counter_id, v_last
           FROM docnum._lock_counter(p_type, p_scope, v_period) c;
         v_wait := extract(epoch FROM clock_timestamp() - v_waited);
+        v_bucket := docnum._lock_wait_bucket(v_wait);
     END IF;
 
     LOOP
@@ -267,7 +271,7 @@ BEGIN
         UPDATE docnum.counter c
            SET current_value = v_last, last_used_at = now(), issued = c.issued + p_count,
                reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
-               allocations = c.allocations + 1, lock_waits = docnum._lock_waits_add(c.lock_waits, v_wait),
+               allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
                lock_wait_seconds = c.lock_wait_seconds + v_wait
          WHERE c.counter_id = v_counter_id;
     END IF;
@@ -530,12 +534,12 @@ CREATE OR REPLACE FUNCTION docnum._lock_wait_bounds()
 RETURN '{0.01,0.05,0.1,0.5,1,2,5}'::double precision[];
 REVOKE ALL ON FUNCTION docnum._lock_wait_bounds() FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION docnum._lock_waits_add(p_waits bigint[], p_seconds double precision)
- RETURNS bigint[]
+CREATE OR REPLACE FUNCTION docnum._lock_wait_bucket(p_seconds double precision)
+ RETURNS integer
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
-RETURN (SELECT (((_lock_waits_add.p_waits)[:(bucket.k - 1)] || ((_lock_waits_add.p_waits)[bucket.k] + 1)) || (_lock_waits_add.p_waits)[(bucket.k + 1):]) FROM (SELECT (1 + (count(*))::integer) AS "?column?" FROM unnest(docnum._lock_wait_bounds()) b(b) WHERE (b.b < _lock_waits_add.p_seconds)) bucket(k));
-REVOKE ALL ON FUNCTION docnum._lock_waits_add(bigint[],double precision) FROM PUBLIC;
+RETURN ((width_bucket(p_seconds, docnum._lock_wait_bounds()) + 1) - ((p_seconds = ANY (docnum._lock_wait_bounds())))::integer);
+REVOKE ALL ON FUNCTION docnum._lock_wait_bucket(double precision) FROM PUBLIC;
 
 
 -- The failure sequences of the types defined before this revision.

@@ -13,7 +13,7 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION docnum._lock_waits_add(bigint[],double precision);
+DROP FUNCTION docnum._lock_wait_bucket(double precision);
 DROP FUNCTION docnum.metrics(integer);
 DROP FUNCTION docnum._lock_wait_bounds();
 DROP FUNCTION docnum._failure_sequence(text,text);

@@ -11,7 +11,8 @@ thing, one reservation then its confirmation, each in its own transaction, on th
 scope): the number of pairs a second is the figure, and the latency of a pair (reserve sent to confirm
 answered) gives p50 and p99.
 
-    http     ``docnum serve`` (one uvicorn process, pool of --pool-max connections) driven by httpx; every
+    http     ``docnum serve`` (one uvicorn process, pool of --pool-max connections), one keep-alive HTTP/1.1
+             connection per client (a minimal client on asyncio streams, see Connection); every
              request verifies an HS256 JWT and runs SET LOCAL ROLE docnum_app plus request.jwt.claims, as in
              production (the pool logs in as the superuser of the scratch database here: the role switch is
              the same statement whoever switches).
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -38,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -108,27 +111,61 @@ async def drive(clients: int, seconds: float, pair: Callable[[], Awaitable[None]
     return Result(len(latencies), min(seconds, time.perf_counter() - started), latencies, failures)
 
 
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load generator should cost little beside
+    the server it measures (httpx spends several times the server's CPU per request, which on a small
+    machine would measure httpx)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, token: str):
+        self.reader, self.writer = reader, writer
+        self.head = f"Host: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+
+    async def post(self, path: str, body: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        payload = json.dumps(body).encode()
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        )
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return status, json.loads(await self.reader.readexactly(length))
+
+
 async def run_http(url: str, clients: int, seconds: float) -> Result:
     token = jwt.encode(
         {"sub": "bench", "role": "docnum_app", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256"
     )
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
+    host, port = url.removeprefix("http://").split(":")
+    connections: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(clients):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        connections.put_nowait(Connection(reader, writer, f"{host}:{port}", token))
 
-        async def pair() -> None:
-            reserved = await http.post(
-                "/document-numbering/reserve", json={"document_type": TYPE_CODE, "scope_value": SCOPE}
+    async def pair() -> None:
+        connection = await connections.get()  # one connection per client task: never waits
+        try:
+            status, reserved = await connection.post(
+                "/document-numbering/reserve", {"document_type": TYPE_CODE, "scope_value": SCOPE}
             )
-            if reserved.status_code != 201:
-                raise RuntimeError(reserved.text)
-            confirmed = await http.post(
-                "/document-numbering/confirm", json={"token": reserved.json()["data"]["token"]}
+            if status != 201:
+                raise RuntimeError(reserved)
+            status, confirmed = await connection.post(
+                "/document-numbering/confirm", {"token": reserved["data"]["token"]}
             )
-            if confirmed.status_code != 200:
-                raise RuntimeError(confirmed.text)
+            if status != 200:
+                raise RuntimeError(confirmed)
+        finally:
+            connections.put_nowait(connection)
 
+    try:
         return await drive(clients, seconds, pair)
+    finally:
+        while not connections.empty():
+            connections.get_nowait().writer.close()
 
 
 async def run_client(dsn: str, clients: int, seconds: float) -> Result:

@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -32,7 +32,25 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from docnum.client import AsyncNumbering
+from docnum._client_common import (
+    _Call,
+    _cancel,
+    _check_duplicates,
+    _confirm,
+    _expire_reservations,
+    _find_request,
+    _gaps,
+    _history,
+    _import_numbers,
+    _next_number,
+    _override,
+    _reserve,
+    _set_counter,
+    _status,
+    _validate,
+    _void,
+    _void_and_replace,
+)
 from docnum.csv_import import LegacyCsv
 from docnum.exports import AUDIT_EXPORT_COLUMNS, _csv_cell
 from docnum.http.auth import Principal, Verifier
@@ -45,6 +63,8 @@ from docnum.render import json_value
 __all__ = ["MAX_IMPORT_ROWS", "Settings", "create_app"]
 
 log = logging.getLogger("docnum.http")
+
+T = TypeVar("T")
 
 PREFIX = "/document-numbering"
 #: Rows one import request may carry: one request is one transaction holding every counter it touches.
@@ -220,10 +240,8 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def _run(
-    request: Request, caller: Principal, action: Callable[[AsyncNumbering], Awaitable[Any]]
-) -> Any:
-    return await _state(request).database.run(caller, action)
+async def _call(request: Request, caller: Principal, call: _Call[T]) -> T:
+    return await _state(request).database.call(caller, call)
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -345,10 +363,10 @@ def _routes(app: FastAPI) -> None:
         request: Request, body: ReserveBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
         request_id = _request_id(caller, idempotency_key)
-        reservation = await _run(
+        reservation = await _call(
             request,
             caller,
-            lambda n: n.reserve(
+            _reserve(
                 body.document_type,
                 scope=body.scope_value,
                 actor=caller.subject,
@@ -374,8 +392,8 @@ def _routes(app: FastAPI) -> None:
     )
     async def confirm(request: Request, body: TokenBody, caller: Caller) -> JSONResponse:
         token = _token(body.token)
-        number = await _run(
-            request, caller, lambda n: n.confirm(token, actor=caller.subject, document_ref=body.document_ref)
+        number = await _call(
+            request, caller, _confirm(token, actor=caller.subject, document_ref=body.document_ref)
         )
         return _ok({"document_number": number, "token": body.token})
 
@@ -387,9 +405,7 @@ def _routes(app: FastAPI) -> None:
     )
     async def cancel(request: Request, body: TokenBody, caller: Caller) -> JSONResponse:
         token = _token(body.token)
-        number = await _run(
-            request, caller, lambda n: n.cancel(token, actor=caller.subject, reason=body.reason)
-        )
+        number = await _call(request, caller, _cancel(token, actor=caller.subject, reason=body.reason))
         return _ok({"document_number": number, "token": body.token}, message="Reservation cancelled")
 
     @app.post(
@@ -406,10 +422,10 @@ def _routes(app: FastAPI) -> None:
         request: Request, body: NextBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
         request_id = _request_id(caller, idempotency_key)
-        number = await _run(
+        number = await _call(
             request,
             caller,
-            lambda n: n.next_number(
+            _next_number(
                 body.document_type,
                 scope=body.scope_value,
                 actor=caller.subject,
@@ -434,7 +450,7 @@ def _routes(app: FastAPI) -> None:
     async def find_request(request: Request, idempotency_key: str, caller: Caller) -> JSONResponse:
         request_id = _request_id(caller, idempotency_key)
         assert request_id is not None
-        outcome = await _run(request, caller, lambda n: n.find_request(request_id))
+        outcome = await _call(request, caller, _find_request(request_id))
         if outcome is None:
             raise Problem(404, "Not Found", "nothing was issued for this Idempotency-Key")
         return _ok(dataclasses.asdict(outcome))
@@ -446,7 +462,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def expire(request: Request, caller: Caller) -> JSONResponse:
-        expired = await _run(request, caller, lambda n: n.expire_reservations())
+        expired = await _call(request, caller, _expire_reservations())
         return _ok({"expired": expired})
 
     @app.get(
@@ -458,7 +474,7 @@ def _routes(app: FastAPI) -> None:
     async def status(
         request: Request, caller: Caller, document_type: Annotated[str | None, Query()] = None
     ) -> JSONResponse:
-        return _ok(_rows(await _run(request, caller, lambda n: n.status(document_type))))
+        return _ok(_rows(await _call(request, caller, _status(document_type))))
 
     @app.get(
         f"{PREFIX}/history",
@@ -469,7 +485,7 @@ def _routes(app: FastAPI) -> None:
     async def history(
         request: Request, caller: Caller, document_number: Annotated[str, Query(min_length=1)]
     ) -> JSONResponse:
-        return _ok(_rows(await _run(request, caller, lambda n: n.history(document_number))))
+        return _ok(_rows(await _call(request, caller, _history(document_number))))
 
     @app.get(
         f"{PREFIX}/gaps",
@@ -484,7 +500,7 @@ def _routes(app: FastAPI) -> None:
         scope_value: Annotated[str | None, Query()] = None,
         period: Annotated[str | None, Query()] = None,
     ) -> JSONResponse:
-        found = await _run(request, caller, lambda n: n.gaps(document_type, scope=scope_value, period=period))
+        found = await _call(request, caller, _gaps(document_type, scope=scope_value, period=period))
         return _ok(_rows(found))
 
     @app.get(
@@ -494,7 +510,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def validate(request: Request, caller: Caller) -> JSONResponse:
-        findings = await _run(request, caller, lambda n: n.validate())
+        findings = await _call(request, caller, _validate())
         healthy = not any(f.severity == "error" for f in findings)
         return _ok({"healthy": healthy, "findings": _rows(findings)})
 
@@ -505,7 +521,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def duplicates(request: Request, caller: Caller) -> JSONResponse:
-        return _ok(_rows(await _run(request, caller, lambda n: n.check_duplicates())))
+        return _ok(_rows(await _call(request, caller, _check_duplicates())))
 
     @app.post(
         f"{PREFIX}/manual",
@@ -515,10 +531,10 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def manual(request: Request, body: ManualBody, caller: Caller) -> JSONResponse:
-        number = await _run(
+        number = await _call(
             request,
             caller,
-            lambda n: n.override(
+            _override(
                 body.document_type,
                 body.document_number,
                 actor=caller.subject,
@@ -535,8 +551,8 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def void(request: Request, body: VoidBody, caller: Caller) -> JSONResponse:
-        number = await _run(
-            request, caller, lambda n: n.void(body.document_number, actor=caller.subject, reason=body.reason)
+        number = await _call(
+            request, caller, _void(body.document_number, actor=caller.subject, reason=body.reason)
         )
         return _ok({"document_number": number})
 
@@ -548,10 +564,10 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def void_and_replace(request: Request, body: VoidBody, caller: Caller) -> JSONResponse:
-        replacement = await _run(
+        replacement = await _call(
             request,
             caller,
-            lambda n: n.void_and_replace(body.document_number, actor=caller.subject, reason=body.reason),
+            _void_and_replace(body.document_number, actor=caller.subject, reason=body.reason),
         )
         return _ok({"voided_number": body.document_number, "document_number": replacement}, 201)
 
@@ -562,10 +578,10 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def set_counter(request: Request, body: SetCounterBody, caller: Caller) -> JSONResponse:
-        value = await _run(
+        value = await _call(
             request,
             caller,
-            lambda n: n.set_counter(
+            _set_counter(
                 body.document_type,
                 scope=body.scope_value,
                 period=body.period,
@@ -597,8 +613,8 @@ def _routes(app: FastAPI) -> None:
     )
     async def import_numbers(request: Request, caller: Caller) -> JSONResponse:
         rows, lines = await _import_rows(request)
-        results: list[ImportResult] = await _run(
-            request, caller, lambda n: n.import_numbers(rows, actor=caller.subject)
+        results: list[ImportResult] = await _call(
+            request, caller, _import_numbers(rows, actor=caller.subject)
         )
         report = []
         for result in results:

@@ -2,10 +2,10 @@
 
 Every request runs in one transaction on a pooled connection, which first becomes the token's role
 (``set_config('role', ..., true)``, i.e. ``SET LOCAL ROLE``) and publishes the token's claims as
-``request.jwt.claims`` (``SET LOCAL``, as PostgREST does); then the Python client's own call runs inside that
-transaction (:class:`docnum.AsyncNumbering` joins a transaction it finds open), so the SQL is written once and
-PostgreSQL's grants decide what the caller may do.  Both settings end with the transaction: nothing of one
-request survives on the connection, and the pool works behind PgBouncer in transaction mode.
+``request.jwt.claims`` (as PostgREST does); then one of the Python client's calls runs (its statement,
+parameters and result shape from ``docnum._client_common``: the SQL is written once) and PostgreSQL's grants
+decide what the caller may do.  Both settings end with the transaction: nothing of one request survives on the
+connection, and the pool works behind PgBouncer in transaction mode.
 
 A serialization failure or deadlock (for example two concurrent retries of one ``Idempotency-Key``: the one
 that loses learns the key was served meanwhile) reruns the whole transaction, with the client's policy.
@@ -14,17 +14,21 @@ that loses learns the key was served meanwhile) reruns the whole transaction, wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from docnum._client_common import DEFAULT_ATTEMPTS, _backoff, _should_retry
+from docnum._client_common import DEFAULT_ATTEMPTS, _backoff, _Call, _should_retry
 from docnum.client import AsyncNumbering
+from docnum.errors import translated
 from docnum.http.auth import ROLES, Principal
 
 __all__ = ["APPLICATION_NAME", "Database"]
@@ -51,7 +55,8 @@ class Database:
             open=False,
             name="docnum-http",
             # No server-side prepared statements: safe behind a transaction pooler (see docnum.client).
-            kwargs={"application_name": APPLICATION_NAME, "prepare_threshold": None},
+            # autocommit: each request says BEGIN and COMMIT itself (see call()).
+            kwargs={"application_name": APPLICATION_NAME, "prepare_threshold": None, "autocommit": True},
         )
 
     async def open(self) -> None:
@@ -67,24 +72,42 @@ class Database:
         claims = json.dumps(dict(principal.claims), default=str)
         await conn.execute(_BECOME, {"role": principal.role, "claims": claims}, prepare=False)
 
-    async def run(self, principal: Principal, action: Callable[[AsyncNumbering], Awaitable[T]]) -> T:
-        """Run ``action`` with a client bound to one transaction as ``principal``; commit, return its result.
+    async def call(self, principal: Principal, call: _Call[T]) -> T:
+        """Run one of the client's calls in its own transaction as ``principal``; return its result.
 
+        BEGIN, the role switch, the call and COMMIT go to the server together (pipeline mode) and are read
+        back together: the counter a call locks is held for the server's own work only, never across a
+        round trip to this process (which, busy with other requests, could take its time to send COMMIT).
         The transaction is retried as a whole after a serialization failure or a deadlock.
         """
         attempt = 1
         while True:
             try:
-                # (Pipeline mode would save two round trips but costs more CPU in psycopg than it saves on a
-                # local network: measured with benchmarks/http_bench.py.)
-                async with self.pool.connection() as conn, conn.transaction():
-                    await self._become(conn, principal)
-                    return await action(AsyncNumbering(conn))
+                with translated():
+                    async with self.pool.connection() as conn:
+                        return await self._call_once(conn, principal, call)
             except psycopg.Error as exc:
                 if not _should_retry(exc, attempt, DEFAULT_ATTEMPTS):
                     raise
             await asyncio.sleep(_backoff(attempt))
             attempt += 1
+
+    async def _call_once(self, conn: psycopg.AsyncConnection[Any], principal: Principal, call: _Call[T]) -> T:
+        try:
+            async with conn.pipeline() as pipeline:
+                await conn.execute("BEGIN", prepare=False)
+                await self._become(conn, principal)
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(call.query, call.params, prepare=False)
+                await conn.execute("COMMIT", prepare=False)
+                await pipeline.sync()
+                rows = await cursor.fetchall()
+        except psycopg.Error:
+            if conn.info.transaction_status in (TransactionStatus.INERROR, TransactionStatus.INTRANS):
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("ROLLBACK", prepare=False)
+            raise
+        return call.result(rows)
 
     @asynccontextmanager
     async def session(self, principal: Principal) -> AsyncIterator[AsyncNumbering]:

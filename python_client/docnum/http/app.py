@@ -27,7 +27,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -177,8 +176,16 @@ class ImportBody(BaseModel):
 # -- helpers ----------------------------------------------------------------------------------------------
 
 
+class _Envelope(JSONResponse):
+    """The seed's ``{"success": true, ...}`` body, encoded with the CLI's JSON conventions (times in ISO 8601,
+    UUIDs as text, decimals as numbers, intervals in seconds)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=json_value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _ok(data: Any, status: int = 200, **extra: Any) -> JSONResponse:
-    return JSONResponse(jsonable_encoder({"success": True, **extra, "data": data}), status_code=status)
+    return _Envelope({"success": True, **extra, "data": data}, status_code=status)
 
 
 def _rows(items: list[Any]) -> list[dict[str, Any]]:

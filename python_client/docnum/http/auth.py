@@ -15,6 +15,7 @@ Nothing touches the database before this check has passed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ LEEWAY_SECONDS = 30
 #: The shortest HS256 secret accepted (RFC 7518 3.2: a key at least as long as the hash, 256 bits).
 MIN_SECRET_BYTES = 32
 
+#: Verified tokens remembered (then forgotten all at once: a cache, not a store).
+_CACHE_SIZE = 10_000
+
 _HMAC = ("HS256",)
 _ASYMMETRIC = ("RS256", "ES256")
 
@@ -45,6 +49,10 @@ class Principal:
     role: str
     subject: str
     claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _number(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 def _unauthorized(detail: str, *, error: str | None = "invalid_token") -> Problem:
@@ -81,6 +89,7 @@ class Verifier:
                 raise ValueError(f"{jwks_file} is not a JWKS document with at least one key")
             self._keys = PyJWKSet(keys)
         self._audience = audience or None
+        self._verified: dict[str, tuple[Principal, float, float]] = {}
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -108,9 +117,29 @@ class Verifier:
         return candidates[0].key, algorithm
 
     def verify(self, token: str | None) -> Principal:
-        """The principal of a bearer token; a :class:`Problem` (401 or 403) when it is not acceptable."""
+        """The principal of a bearer token; a :class:`Problem` (401 or 403) when it is not acceptable.
+
+        A token that verified once is remembered with its validity window (a client sends the same token for
+        many requests, and checking a signature is most of the work here); only ``exp``/``nbf`` are checked
+        again.
+        """
         if not token:
             raise _unauthorized("this endpoint needs a bearer token", error=None)
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, not_before, expires = cached
+            now = time.time()
+            if not_before - LEEWAY_SECONDS <= now < expires + LEEWAY_SECONDS:
+                return principal
+            del self._verified[token]
+        principal = self._verify(token)
+        if len(self._verified) >= _CACHE_SIZE:
+            self._verified.clear()
+        claims = principal.claims
+        self._verified[token] = (principal, _number(claims.get("nbf"), 0.0), _number(claims.get("exp"), 0.0))
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         key, algorithm = self._key(token)
         try:
             claims: dict[str, Any] = jwt.decode(

@@ -255,3 +255,28 @@ def test_health_readiness_and_openapi(http: httpx.Client, sql: psycopg.Connectio
         assert f"/document-numbering/{path}" in paths
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     assert http.get("/docs").status_code == 200
+
+
+def test_an_abandoned_export_gives_its_connection_back(
+    server: Server, http: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    sql.execute("SELECT docnum.next_numbers(document_type => 'COR', count => 3000)")
+    window = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    for _ in range(25):  # more than the pool's 20 connections: a leaked one would show
+        with (
+            httpx.Client(base_url=server.url, timeout=30) as reader,
+            reader.stream("GET", "/document-numbering/audit-export", params=window, headers=READER) as r,
+        ):
+            assert r.status_code == 200
+            next(r.iter_bytes())  # the first chunk, then hang up
+    assert http.get("/document-numbering/status", headers=READER).status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # every export's transaction ends (the server notices the hang-up)
+        row = sql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'docnum-http'"
+            " AND state <> 'idle' AND pid <> pg_backend_pid()"
+        ).fetchone()
+        if row == (0,):
+            break
+        time.sleep(0.1)
+    assert row == (0,)

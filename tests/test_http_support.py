@@ -41,6 +41,8 @@ BEGIN
     END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
+-- (also when a migration made it NOLOGIN without a password: these tests log in with theirs)
+ALTER ROLE {AUTHENTICATOR} LOGIN NOINHERIT PASSWORD '{AUTHENTICATOR_PASSWORD}';
 GRANT docnum_app, docnum_reader, docnum_admin TO {AUTHENTICATOR};
 """
 

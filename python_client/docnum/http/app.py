@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import date, datetime
@@ -51,6 +52,7 @@ from docnum._client_common import (
     _void_and_replace,
 )
 from docnum.csv_import import LegacyCsv
+from docnum.errors import ReservationExpired
 from docnum.exports import AUDIT_EXPORT_COLUMNS, _csv_cell
 from docnum.http.auth import Principal, Verifier
 from docnum.http.db import Database
@@ -658,13 +660,9 @@ def _routes(app: FastAPI) -> None:
 def _token(text: str) -> str:
     """A reservation token as the SQL takes it; not a UUID: NB004 like any unknown token (the seed's 'not
     found or expired')."""
-    import uuid
-
     try:
         return str(uuid.UUID(text))
     except ValueError:
-        from docnum.errors import ReservationExpired
-
         raise ReservationExpired(
             "reservation token is not a valid token",
             code="NB004",

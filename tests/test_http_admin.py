@@ -280,3 +280,48 @@ def test_an_abandoned_export_gives_its_connection_back(
             break
         time.sleep(0.1)
     assert row == (0,)
+
+
+def test_types_define_alter_get_and_nb010(http: httpx.Client) -> None:
+    base = "/document-numbering/types"
+    body = {"code": "INV", "format": "INV-{YYYY}-{SEQ:4}", "reset": "YEARLY", "reservation_ttl_seconds": 120}
+    defined = ok(http.post(base, json=body, headers=ADMIN), 201)
+    assert defined["code"] == "INV" and defined["reset"] == "YEARLY" and defined["reservation_ttl"] == 120.0
+    assert ok(http.post(base, json=body, headers=ADMIN), 201)["code"] == "INV"  # the same again: harmless
+    clash = http.post(base, json={**body, "format": "INV/{YYYY}/{SEQ:5}"}, headers=ADMIN)
+    assert clash.status_code == 409 and clash.json()["code"] == "NB010"
+    assert http.post(base, json={"code": "APP", "format": "A-{SEQ:4}"}, headers=APP).status_code == 403
+
+    altered = ok(http.patch(f"{base}/INV", json={"max_value": 5000, "reason": "volume"}, headers=ADMIN))
+    assert altered["max_value"] == 5000 and altered["format"] == "INV-{YYYY}-{SEQ:4}"
+    assert ok(http.get(f"{base}/INV", headers=APP))["max_value"] == 5000
+    missing = http.get(f"{base}/NOPE", headers=READER)
+    assert missing.status_code == 404 and missing.json()["code"] == "NB001"
+
+
+def test_batches(http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
+    ok(
+        http.post("/document-numbering/types", json={"code": "BAT", "format": "B-{SEQ:4}"}, headers=ADMIN),
+        201,
+    )
+    issued = ok(
+        http.post("/document-numbering/next-batch", json={"document_type": "BAT", "count": 3}, headers=APP),
+        201,
+    )
+    assert issued["document_numbers"] == ["B-0001", "B-0002", "B-0003"]
+    held = ok(
+        http.post(
+            "/document-numbering/reserve-batch", json={"document_type": "BAT", "count": 2}, headers=APP
+        ),
+        201,
+    )
+    assert [r["document_number"] for r in held["reservations"]] == ["B-0004", "B-0005"]
+    token = held["reservations"][1]["token"]
+    assert (
+        ok(http.post("/document-numbering/confirm", json={"token": token}, headers=APP))["document_number"]
+        == "B-0005"
+    )
+    too_many = http.post(
+        "/document-numbering/next-batch", json={"document_type": "BAT", "count": 0}, headers=APP
+    )
+    assert too_many.status_code == 422 and too_many.json()["code"] == "NB006"

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from psycopg.conninfo import make_conninfo
 
 from helpers import ServerInfo
 from test_http_support import HttpDatabase, Server, bearer, module_database, start_server, stop_server
@@ -130,3 +131,18 @@ def test_rs256_and_es256_tokens_from_a_jwks_file(asymmetric: tuple[Server, dict[
             http.post("/document-numbering/next", json={"document_type": "COR"}, headers=bearer()).status_code
             == 401
         )
+
+
+def test_a_read_only_database_is_503_nb008(http_database: HttpDatabase, tmp_path: Path) -> None:
+    """Every connection read-only (as on a standby, or a primary put in read-only mode): numbering refuses,
+    503 with Retry-After, and reading still works."""
+    read_only = make_conninfo(http_database.login_dsn, options="-c default_transaction_read_only=on")
+    server = start_server(read_only, tmp_path / "server.log")
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            refused = http.post("/document-numbering/next", json={"document_type": "COR"}, headers=bearer())
+            assert refused.status_code == 503 and refused.json()["code"] == "NB008", refused.text
+            assert refused.headers["retry-after"] == "5"
+            assert http.get("/document-numbering/status", headers=bearer("docnum_reader")).status_code == 200
+    finally:
+        stop_server(server)

@@ -33,18 +33,23 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from docnum._client_common import (
+    _alter_type,
     _Call,
     _cancel,
     _check_duplicates,
     _confirm,
+    _define_type,
     _expire_reservations,
     _find_request,
     _gaps,
+    _get_type,
     _history,
     _import_numbers,
     _next_number,
+    _next_numbers,
     _override,
     _reserve,
+    _reserve_numbers,
     _set_counter,
     _status,
     _validate,
@@ -144,6 +149,39 @@ class NextBody(BaseModel):
     document_date: date | None = None
 
 
+class BatchBody(BaseModel):
+    document_type: str
+    count: int = Field(description="How many numbers, 1 to 10,000.")
+    scope_value: ScopeValue = None
+    document_date: date | None = None
+
+
+class ReserveBatchBody(BatchBody):
+    metadata: dict[str, Any] | None = None
+    ttl_seconds: int | None = Field(None, gt=0)
+
+
+class _TypeSettings(BaseModel):
+    format: str | None = Field(None, description="The template, e.g. COR-{YYYY}-{SEQ:5}.")
+    time_zone: str | None = None
+    max_value: int | None = None
+    reservation_ttl_seconds: int | None = Field(None, gt=0)
+    lock_timeout_ms: int | None = Field(None, ge=0)
+    allow_manual_override: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class DefineTypeBody(_TypeSettings):
+    code: str = Field(examples=["COR"])
+    format: str = Field(description="The template, e.g. COR-{YYYY}-{SEQ:5}.")
+    scope: str | None = Field(None, description="GLOBAL (default), PROJECT or CONTRACT.")
+    reset: str | None = Field(None, description="NEVER (default), YEARLY, MONTHLY...")
+
+
+class AlterTypeBody(_TypeSettings):
+    reason: str | None = None
+
+
 class ManualBody(BaseModel):
     document_type: str
     document_number: str = Field(description="The number a person chose.")
@@ -192,6 +230,10 @@ def _ok(data: Any, status: int = 200, **extra: Any) -> JSONResponse:
 
 def _rows(items: list[Any]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(item) for item in items]
+
+
+def _seconds(value: int | None, unit: str = "seconds") -> str | None:
+    return None if value is None else f"{value} {unit}"
 
 
 def _request_id(principal: Principal, key: str | None) -> str | None:
@@ -380,7 +422,7 @@ def _routes(app: FastAPI) -> None:
                 scope=body.scope_value,
                 actor=caller.subject,
                 metadata=body.metadata,
-                ttl=None if body.ttl_seconds is None else f"{body.ttl_seconds} seconds",
+                ttl=_seconds(body.ttl_seconds),
                 document_date=body.document_date,
                 request_id=request_id,
             ),
@@ -463,6 +505,122 @@ def _routes(app: FastAPI) -> None:
         if outcome is None:
             raise Problem(404, "Not Found", "nothing was issued for this Idempotency-Key")
         return _ok(dataclasses.asdict(outcome))
+
+    @app.post(
+        f"{PREFIX}/next-batch",
+        status_code=201,
+        tags=tags_numbers,
+        summary="Issue and confirm the next count numbers of one counter, in order (1 to 10,000).",
+        responses={
+            **_ERROR_RESPONSES,
+            429: {"description": "Over the per-subject rate limit; see Retry-After."},
+        },
+    )
+    async def next_batch(request: Request, body: BatchBody, caller: IssuingCaller) -> JSONResponse:
+        numbers = await _call(
+            request,
+            caller,
+            _next_numbers(
+                body.document_type,
+                body.count,
+                scope=body.scope_value,
+                actor=caller.subject,
+                document_date=body.document_date,
+            ),
+        )
+        return _ok({"document_numbers": numbers, "document_type": body.document_type}, 201)
+
+    @app.post(
+        f"{PREFIX}/reserve-batch",
+        status_code=201,
+        tags=tags_numbers,
+        summary="Reserve the next count numbers of one counter, each with its own token (1 to 10,000).",
+        responses={
+            **_ERROR_RESPONSES,
+            429: {"description": "Over the per-subject rate limit; see Retry-After."},
+        },
+    )
+    async def reserve_batch(request: Request, body: ReserveBatchBody, caller: IssuingCaller) -> JSONResponse:
+        reservations = await _call(
+            request,
+            caller,
+            _reserve_numbers(
+                body.document_type,
+                body.count,
+                scope=body.scope_value,
+                actor=caller.subject,
+                metadata=body.metadata,
+                ttl=_seconds(body.ttl_seconds),
+                document_date=body.document_date,
+            ),
+        )
+        return _ok({"reservations": _rows(reservations), "document_type": body.document_type}, 201)
+
+    @app.get(
+        f"{PREFIX}/types/{{code}}",
+        tags=tags_admin,
+        summary="A document type's definition.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def get_type(request: Request, code: str, caller: Caller) -> JSONResponse:
+        found = await _call(request, caller, _get_type(code))
+        if found is None:
+            raise Problem(
+                404, "Unknown document type", f"document type {code!r} is not defined", code="NB001"
+            )
+        return _ok(dataclasses.asdict(found))
+
+    @app.post(
+        f"{PREFIX}/types",
+        status_code=201,
+        tags=tags_admin,
+        summary="Define a document type (docnum_admin); the same definition again is harmless.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def define_type(request: Request, body: DefineTypeBody, caller: Caller) -> JSONResponse:
+        defined = await _call(
+            request,
+            caller,
+            _define_type(
+                body.code,
+                body.format,
+                scope=body.scope,
+                reset=body.reset,
+                time_zone=body.time_zone,
+                max_value=body.max_value,
+                reservation_ttl=_seconds(body.reservation_ttl_seconds),
+                lock_timeout=_seconds(body.lock_timeout_ms, "milliseconds"),
+                allow_manual_override=body.allow_manual_override,
+                metadata=body.metadata,
+                actor=caller.subject,
+            ),
+        )
+        return _ok(dataclasses.asdict(defined), 201)
+
+    @app.patch(
+        f"{PREFIX}/types/{{code}}",
+        tags=tags_admin,
+        summary="Change a document type (docnum_admin); fields left out stay as they are.",
+        responses=_ERROR_RESPONSES,
+    )
+    async def alter_type(request: Request, code: str, body: AlterTypeBody, caller: Caller) -> JSONResponse:
+        altered = await _call(
+            request,
+            caller,
+            _alter_type(
+                code,
+                format=body.format,
+                time_zone=body.time_zone,
+                max_value=body.max_value,
+                reservation_ttl=_seconds(body.reservation_ttl_seconds),
+                lock_timeout=_seconds(body.lock_timeout_ms, "milliseconds"),
+                allow_manual_override=body.allow_manual_override,
+                metadata=body.metadata,
+                actor=caller.subject,
+                reason=body.reason,
+            ),
+        )
+        return _ok(dataclasses.asdict(altered))
 
     @app.post(
         f"{PREFIX}/expire",

@@ -46,7 +46,8 @@ def serve(
             "--rate-limit",
             min=0,
             envvar="DOCNUM_RATE_LIMIT",
-            help="Numbers (reserve and next calls) per subject per minute, in this process; 0: no limit."
+            help="Number-issuing requests (reserve, next, batches) per subject per minute, in this process;"
+            " 0: no limit."
             " [default: 100]",
         ),
     ] = None,

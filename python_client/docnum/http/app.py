@@ -88,7 +88,7 @@ class Settings:
     jwt_secret: str | None = None
     jwks_file: Path | None = None
     jwt_audience: str | None = None
-    #: Numbers (reserve + next calls) a subject may ask for per minute; 0 turns the limit off.
+    #: Number-issuing requests (reserve, next, batches) per subject per minute; 0 turns the limit off.
     rate_limit: int = DEFAULT_RATE_LIMIT
     pool_min: int = 2
     pool_max: int = 20

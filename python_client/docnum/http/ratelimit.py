@@ -1,6 +1,6 @@
-"""A per-subject rate limit on the calls that issue numbers (reserve, next): a token bucket per ``sub``.
+"""A per-subject rate limit on the calls that issue numbers (reserve, next, batches): a token bucket per sub.
 
-Each subject may issue ``limit`` numbers a minute (the seed's ``@Throttle(100, 60)``), in bursts of up to
+Each subject may make ``limit`` such requests a minute (the seed's ``@Throttle(100, 60)``), in bursts of up to
 ``limit``; the bucket refills continuously.  A request over the limit gets 429 with ``Retry-After`` (whole
 seconds until one call is allowed again) and runs nothing.
 
@@ -49,7 +49,7 @@ class RateLimiter:
             raise Problem(
                 429,
                 "Too Many Requests",
-                f"at most {self.limit} numbers a minute per subject; try again in {wait} s",
+                f"at most {self.limit} number-issuing requests a minute per subject; try again in {wait} s",
                 headers={"Retry-After": str(max(1, wait))},
             )
         self._buckets[subject] = (tokens - 1.0, now)

@@ -11,6 +11,7 @@ role (:mod:`docnum.http.db`) and calls the Python client, and any error becomes 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import io
@@ -347,12 +348,17 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await database.open()
-        warning = await database.login_role_warning()
-        if warning:
-            log.warning("docnum serve: %s", warning)
+
+        async def check_login_role() -> None:  # in the background: a database that is down delays nothing
+            warning = await database.login_role_warning()
+            if warning:
+                log.warning("docnum serve: %s", warning)
+
+        check = asyncio.create_task(check_login_role())
         try:
             yield
         finally:
+            check.cancel()
             await database.close()
 
     app = FastAPI(

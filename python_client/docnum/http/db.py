@@ -120,7 +120,7 @@ class Database:
         """Whether the database can serve: reachable, schema docnum at the migrations' head, not a standby."""
         checks: dict[str, Any] = {}
         try:
-            async with self.pool.connection(timeout=2.0) as conn, conn.transaction():
+            async with self.pool.connection(timeout=1.0) as conn, conn.transaction():
                 cur = await conn.execute(
                     "SELECT pg_is_in_recovery(), to_regnamespace('docnum') IS NOT NULL,"
                     " to_regclass('public.alembic_version') IS NOT NULL",
@@ -164,7 +164,7 @@ class Database:
     async def login_role_warning(self) -> str | None:
         """A warning when the pool's login role can do more than switch to the three docnum roles."""
         try:
-            async with self.pool.connection(timeout=10.0) as conn, conn.transaction():
+            async with self.pool.connection(timeout=30.0) as conn, conn.transaction():
                 cur = await conn.execute(
                     "SELECT r.rolname, r.rolsuper, r.rolinherit FROM pg_catalog.pg_roles r"
                     " WHERE r.rolname = current_user",

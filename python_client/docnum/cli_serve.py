@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
     """Add ``serve`` to the ``docnum`` application."""
     app.command(
         "serve",
-        epilog="Example: DOCNUM_JWT_SECRET=... docnum --dsn postgresql://docnum_authenticator@db/app"
-        " serve --host 127.0.0.1 --port 8000",
+        epilog="Example: docnum serve --host 127.0.0.1 --port 8000 (with DOCNUM_DSN naming the login role"
+        " docnum_authenticator, and DOCNUM_JWT_SECRET set)",
     )(serve)
 
 

@@ -807,4 +807,5 @@ from docnum.cli_load import register as register_load  # noqa: E402
 register_load(app)
 
 from docnum.cli_serve import register as register_serve  # noqa: E402
+
 register_serve(app)

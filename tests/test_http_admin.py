@@ -325,3 +325,17 @@ def test_batches(http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
         "/document-numbering/next-batch", json={"document_type": "BAT", "count": 0}, headers=APP
     )
     assert too_many.status_code == 422 and too_many.json()["code"] == "NB006"
+
+
+def test_an_import_too_large_is_413_and_runs_nothing(
+    http: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    rows = "".join(f"LEG,LEG-{i:05d}\n" for i in range(10_001))
+    body = ("document_type,document_number\n" + rows).encode()
+    response = http.post(
+        "/document-numbering/import", content=body, headers={**ADMIN, "content-type": "text/csv"}
+    )
+    assert response.status_code == 413 and "10,000 rows" in response.json()["detail"]
+    assert sql.execute(
+        "SELECT count(*) FROM docnum.ledger WHERE document_number = 'LEG-00000'"
+    ).fetchone() == (0,)

@@ -5,7 +5,8 @@ Paths, bodies and the ``{"success": true, "data": ...}`` envelope of the seed's 
 (``POST /document-numbering/reserve``, ``/confirm``, ``/cancel``); every other operation of the SQL API has an
 endpoint beside them.  Each request: the bearer token is checked (:mod:`docnum.http.auth`), the number-issuing
 calls are rate limited per subject (:mod:`docnum.http.ratelimit`), then one transaction runs as the token's
-role (:mod:`docnum.http.db`) and calls the Python client, and any error becomes a problem response
+role (:mod:`docnum.http.db`) running the Python client's statement for the operation (the SQL is written
+once, in ``docnum._client_common``), and any error becomes a problem response
 (:mod:`docnum.http.errors`).  The token's ``sub`` is the actor of everything recorded.
 """
 
@@ -76,6 +77,8 @@ T = TypeVar("T")
 PREFIX = "/document-numbering"
 #: Rows one import request may carry: one request is one transaction holding every counter it touches.
 MAX_IMPORT_ROWS = 10_000
+#: Bytes one import request may carry (a CSV row of a legacy number is well under 200 bytes).
+MAX_IMPORT_BYTES = 16 * 1024 * 1024
 #: Audit rows sent per chunk of a streamed export (and fetched per round trip).
 EXPORT_CHUNK = 500
 DEFAULT_RATE_LIMIT = 100
@@ -837,7 +840,7 @@ def _token(text: str) -> str:
 async def _import_rows(request: Request) -> tuple[list[dict[str, Any]], list[int] | None]:
     """The rows of an import body (JSON object with rows, a JSON array, or CSV), and the CSV line of each."""
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    raw = await request.body()
+    raw = await _body(request)
     if media in ("text/csv", "application/csv"):
         return _csv_rows(raw)
     if media != "application/json":
@@ -856,14 +859,33 @@ async def _import_rows(request: Request) -> tuple[list[dict[str, Any]], list[int
     return [row.model_dump(exclude_none=True) for row in body.rows], None
 
 
+async def _body(request: Request) -> bytes:
+    """The request body, refused (413) once it passes MAX_IMPORT_BYTES, before it is all in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_IMPORT_BYTES:
+        raise _too_large(f"{int(declared):,} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_IMPORT_BYTES:
+            raise _too_large(f"more than {MAX_IMPORT_BYTES:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(what: str) -> Problem:
+    return Problem(
+        413,
+        "Content Too Large",
+        f"{what}; one request imports at most {MAX_IMPORT_ROWS:,} rows and {MAX_IMPORT_BYTES:,} bytes",
+        hint="Split the file: each request is one transaction, and importing a row again is harmless.",
+    )
+
+
 def _check_size(count: int) -> None:
     if count > MAX_IMPORT_ROWS:
-        raise Problem(
-            413,
-            "Content Too Large",
-            f"{count:,} rows; one request imports at most {MAX_IMPORT_ROWS:,}",
-            hint="Split the file: each request is one transaction, and importing a row again is harmless.",
-        )
+        raise _too_large(f"{count:,} rows")
 
 
 def _csv_rows(raw: bytes) -> tuple[list[dict[str, Any]], list[int]]:

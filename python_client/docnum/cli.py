@@ -802,6 +802,10 @@ from docnum.cli_ops import register  # noqa: E402  (the server, dsn, psql, docto
 
 register(app)
 
+from docnum.cli_metrics import register as register_metrics  # noqa: E402
+
+register_metrics(app)
+
 from docnum.cli_load import register as register_load  # noqa: E402
 
 register_load(app)

@@ -183,7 +183,7 @@ DECLARE
     v_number     text;
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this allocation waited for its counter; NULL once counted
-    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
+    v_bucket     integer;            -- its bucket: docnum.counter.wait_le_10ms ... wait_over_5s
 BEGIN
     PERFORM docnum._durable_commit();
     -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
@@ -231,7 +231,15 @@ BEGIN
             UPDATE docnum.counter c
                SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
                    reservations = c.reservations + (p_token IS NOT NULL)::integer,
-                   allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
+                   allocations = c.allocations + 1,
+                   wait_le_10ms = c.wait_le_10ms + (v_bucket = 1)::integer,
+                   wait_le_50ms = c.wait_le_50ms + (v_bucket = 2)::integer,
+                   wait_le_100ms = c.wait_le_100ms + (v_bucket = 3)::integer,
+                   wait_le_500ms = c.wait_le_500ms + (v_bucket = 4)::integer,
+                   wait_le_1s = c.wait_le_1s + (v_bucket = 5)::integer,
+                   wait_le_2s = c.wait_le_2s + (v_bucket = 6)::integer,
+                   wait_le_5s = c.wait_le_5s + (v_bucket = 7)::integer,
+                   wait_over_5s = c.wait_over_5s + (v_bucket = 8)::integer,
                    lock_wait_seconds = c.lock_wait_seconds + v_wait
              WHERE c.counter_id = v_counter_id
             RETURNING c.current_value INTO v_value;
@@ -411,7 +419,7 @@ DECLARE
     v_issued     docnum.reservation[] := '{}'::docnum.reservation[];
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this batch waited for its counter (NULL: it did not wait)
-    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
+    v_bucket     integer;            -- its bucket: docnum.counter.wait_le_10ms ... wait_over_5s
 BEGIN
     PERFORM docnum._durable_commit();
     IF p_type.reset <> 'NEVER' THEN
@@ -487,7 +495,15 @@ BEGIN
         UPDATE docnum.counter c
            SET current_value = v_last, last_used_at = now(), issued = c.issued + p_count,
                reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
-               allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
+               allocations = c.allocations + 1,
+               wait_le_10ms = c.wait_le_10ms + (v_bucket = 1)::integer,
+               wait_le_50ms = c.wait_le_50ms + (v_bucket = 2)::integer,
+               wait_le_100ms = c.wait_le_100ms + (v_bucket = 3)::integer,
+               wait_le_500ms = c.wait_le_500ms + (v_bucket = 4)::integer,
+               wait_le_1s = c.wait_le_1s + (v_bucket = 5)::integer,
+               wait_le_2s = c.wait_le_2s + (v_bucket = 6)::integer,
+               wait_le_5s = c.wait_le_5s + (v_bucket = 7)::integer,
+               wait_over_5s = c.wait_over_5s + (v_bucket = 8)::integer,
                lock_wait_seconds = c.lock_wait_seconds + v_wait
          WHERE c.counter_id = v_counter_id;
     END IF;

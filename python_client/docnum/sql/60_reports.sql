@@ -393,11 +393,13 @@ BEGIN
           LEFT JOIN docnum.counter c ON c.document_type = t.code
          GROUP BY t.code
     ), waited AS (
-        -- allocations that waited, per type and bucket (counters that never waited are skipped)
+        -- allocations that waited, per type and bucket
         SELECT c.document_type AS code, w.k, sum(w.n)::float8 AS n
           FROM docnum.counter c
-         CROSS JOIN LATERAL unnest(c.lock_waits) WITH ORDINALITY AS w(n, k)
-         WHERE c.lock_waits <> '{0,0,0,0,0,0,0,0}'::bigint[]
+         CROSS JOIN LATERAL (VALUES (1, c.wait_le_10ms), (2, c.wait_le_50ms), (3, c.wait_le_100ms),
+                                    (4, c.wait_le_500ms), (5, c.wait_le_1s), (6, c.wait_le_2s), (7, c.wait_le_5s),
+                                    (8, c.wait_over_5s)) AS w(k, n)
+         WHERE c.lock_wait_seconds > 0   -- a counter that never waited adds nothing
          GROUP BY c.document_type, w.k
     ), buckets AS (
         -- cumulative, as Prometheus counts them: the allocations that did not wait, and those that waited up to

@@ -12,7 +12,14 @@ ALTER TABLE docnum.counter
     ADD COLUMN issued bigint NOT NULL DEFAULT 0,
     ADD COLUMN reservations bigint NOT NULL DEFAULT 0,
     ADD COLUMN allocations bigint NOT NULL DEFAULT 0,
-    ADD COLUMN lock_waits bigint[] NOT NULL DEFAULT '{0,0,0,0,0,0,0,0}',
+    ADD COLUMN wait_le_10ms bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wait_le_50ms bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wait_le_100ms bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wait_le_500ms bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wait_le_1s bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wait_le_2s bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wait_le_5s bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wait_over_5s bigint NOT NULL DEFAULT 0,
     ADD COLUMN lock_wait_seconds double precision NOT NULL DEFAULT 0;
 
 -- A number was issued by allocation when its ledger row is its audit record (audit_id, since 0005), when it is a
@@ -78,7 +85,7 @@ DECLARE
     v_number     text;
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this allocation waited for its counter; NULL once counted
-    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
+    v_bucket     integer;            -- its bucket: docnum.counter.wait_le_10ms ... wait_over_5s
 BEGIN
     PERFORM docnum._durable_commit();
     -- Only what the template needs is computed (a never-resetting counter has no period, most templates have
@@ -126,7 +133,15 @@ BEGIN
             UPDATE docnum.counter c
                SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
                    reservations = c.reservations + (p_token IS NOT NULL)::integer,
-                   allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
+                   allocations = c.allocations + 1,
+                   wait_le_10ms = c.wait_le_10ms + (v_bucket = 1)::integer,
+                   wait_le_50ms = c.wait_le_50ms + (v_bucket = 2)::integer,
+                   wait_le_100ms = c.wait_le_100ms + (v_bucket = 3)::integer,
+                   wait_le_500ms = c.wait_le_500ms + (v_bucket = 4)::integer,
+                   wait_le_1s = c.wait_le_1s + (v_bucket = 5)::integer,
+                   wait_le_2s = c.wait_le_2s + (v_bucket = 6)::integer,
+                   wait_le_5s = c.wait_le_5s + (v_bucket = 7)::integer,
+                   wait_over_5s = c.wait_over_5s + (v_bucket = 8)::integer,
                    lock_wait_seconds = c.lock_wait_seconds + v_wait
              WHERE c.counter_id = v_counter_id
             RETURNING c.current_value INTO v_value;
@@ -195,7 +210,7 @@ DECLARE
     v_issued     docnum.reservation[] := '{}'::docnum.reservation[];
     v_waited     timestamptz;
     v_wait       double precision;   -- seconds this batch waited for its counter (NULL: it did not wait)
-    v_bucket     integer;            -- its bucket in docnum.counter.lock_waits
+    v_bucket     integer;            -- its bucket: docnum.counter.wait_le_10ms ... wait_over_5s
 BEGIN
     PERFORM docnum._durable_commit();
     IF p_type.reset <> 'NEVER' THEN
@@ -271,7 +286,15 @@ BEGIN
         UPDATE docnum.counter c
            SET current_value = v_last, last_used_at = now(), issued = c.issued + p_count,
                reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
-               allocations = c.allocations + 1, lock_waits[v_bucket] = c.lock_waits[v_bucket] + 1,
+               allocations = c.allocations + 1,
+               wait_le_10ms = c.wait_le_10ms + (v_bucket = 1)::integer,
+               wait_le_50ms = c.wait_le_50ms + (v_bucket = 2)::integer,
+               wait_le_100ms = c.wait_le_100ms + (v_bucket = 3)::integer,
+               wait_le_500ms = c.wait_le_500ms + (v_bucket = 4)::integer,
+               wait_le_1s = c.wait_le_1s + (v_bucket = 5)::integer,
+               wait_le_2s = c.wait_le_2s + (v_bucket = 6)::integer,
+               wait_le_5s = c.wait_le_5s + (v_bucket = 7)::integer,
+               wait_over_5s = c.wait_over_5s + (v_bucket = 8)::integer,
                lock_wait_seconds = c.lock_wait_seconds + v_wait
          WHERE c.counter_id = v_counter_id;
     END IF;
@@ -430,11 +453,13 @@ BEGIN
           LEFT JOIN docnum.counter c ON c.document_type = t.code
          GROUP BY t.code
     ), waited AS (
-        -- allocations that waited, per type and bucket (counters that never waited are skipped)
+        -- allocations that waited, per type and bucket
         SELECT c.document_type AS code, w.k, sum(w.n)::float8 AS n
           FROM docnum.counter c
-         CROSS JOIN LATERAL unnest(c.lock_waits) WITH ORDINALITY AS w(n, k)
-         WHERE c.lock_waits <> '{0,0,0,0,0,0,0,0}'::bigint[]
+         CROSS JOIN LATERAL (VALUES (1, c.wait_le_10ms), (2, c.wait_le_50ms), (3, c.wait_le_100ms),
+                                    (4, c.wait_le_500ms), (5, c.wait_le_1s), (6, c.wait_le_2s), (7, c.wait_le_5s),
+                                    (8, c.wait_over_5s)) AS w(k, n)
+         WHERE c.lock_wait_seconds > 0   -- a counter that never waited adds nothing
          GROUP BY c.document_type, w.k
     ), buckets AS (
         -- cumulative, as Prometheus counts them: the allocations that did not wait, and those that waited up to

@@ -326,7 +326,14 @@ ALTER TABLE docnum.counter
     DROP COLUMN issued,
     DROP COLUMN reservations,
     DROP COLUMN allocations,
-    DROP COLUMN lock_waits,
+    DROP COLUMN wait_le_10ms,
+    DROP COLUMN wait_le_50ms,
+    DROP COLUMN wait_le_100ms,
+    DROP COLUMN wait_le_500ms,
+    DROP COLUMN wait_le_1s,
+    DROP COLUMN wait_le_2s,
+    DROP COLUMN wait_le_5s,
+    DROP COLUMN wait_over_5s,
     DROP COLUMN lock_wait_seconds;
 
 RESET ROLE;

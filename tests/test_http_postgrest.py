@@ -46,11 +46,6 @@ def ledger_actor(db: psycopg.Connection[Any], number: str) -> str | None:
     return actor
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the engine change proposed in /work/notes/http_sql.sql (actor defaults to the sub claim of"
-    " request.jwt.claims); remove this mark when it lands",
-)
 def test_actor_defaults_to_the_sub_claim(types: psycopg.Connection[Any]) -> None:
     claims = {"sub": "user-42", "role": "docnum_app"}
     with postgrest_request(types, claims) as conn:
@@ -68,6 +63,28 @@ def test_actor_defaults_to_the_sub_claim(types: psycopg.Connection[Any]) -> None
         "SELECT actor FROM docnum.audit_trail WHERE document_number = %s AND operation = 'CONFIRM'", (number,)
     ).fetchone()
     assert confirmer == ("user-43",)
+
+
+def test_administration_records_the_sub_claim_too(types: psycopg.Connection[Any]) -> None:
+    with postgrest_request(types, {"sub": "admin-7", "role": "docnum_admin"}) as conn:
+        conn.execute(
+            "SELECT docnum.set_counter(document_type => 'COR', value => 5, reason => 'paper register')"
+        )
+        conn.execute("SELECT docnum.alter_type(document_type => 'COR', max_value => 99999, reason => 'grow')")
+    actors = types.execute(
+        "SELECT operation, actor FROM docnum.audit_log WHERE operation IN ('SET_COUNTER', 'ALTER_TYPE')"
+        " ORDER BY audit_id"
+    ).fetchall()
+    assert actors == [("SET_COUNTER", "admin-7"), ("ALTER_TYPE", "admin-7")]
+
+
+def test_a_sub_that_is_no_valid_actor_is_refused_like_one(types: psycopg.Connection[Any]) -> None:
+    def attempt() -> None:
+        with postgrest_request(types, {"sub": "x" * 201, "role": "docnum_app"}) as conn:
+            conn.execute("SELECT docnum.next_number(document_type => 'COR')")
+
+    assert sqlstate_of(attempt) == "NB006"
+    assert types.execute("SELECT count(*) FROM docnum.ledger").fetchone() == (0,)
 
 
 def test_an_explicit_actor_wins_over_the_claim(types: psycopg.Connection[Any]) -> None:

@@ -209,3 +209,26 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The actor of a call that names none: the `sub` claim of the request's JWT when the caller is PostgREST,
+-- Supabase or docnum serve, which put the verified claims in request.jwt.claims for the transaction; NULL when
+-- there is none, or the setting is not a JSON object. Any session may set that setting, so the claim is a label
+-- the caller gives, as the actor argument is; each public function that takes an actor calls this only when
+-- it got none and the setting is there, and then checks the result like any actor.
+CREATE FUNCTION docnum._claimed_actor() RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_claims text := nullif(current_setting('request.jwt.claims', true), '');
+BEGIN
+    IF v_claims IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        RETURN CASE WHEN jsonb_typeof(v_claims::jsonb) = 'object' THEN v_claims::jsonb ->> 'sub' END;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RETURN NULL;
+    END;
+END
+$$;

@@ -335,6 +335,9 @@ DECLARE
     v_ttl interval;
     v_done docnum.reservation;
 BEGIN
+    IF reserve_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        reserve_number.actor := docnum._claimed_actor();
+    END IF;
     v_prepared := docnum._prepare(reserve_number.document_type, reserve_number.scope, reserve_number.actor,
                                   reserve_number.document_date);
     IF reserve_number.request_id IS NOT NULL THEN
@@ -373,6 +376,9 @@ AS $$
 DECLARE
     v_prepared record;
 BEGIN
+    IF next_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        next_number.actor := docnum._claimed_actor();
+    END IF;
     v_prepared := docnum._prepare(next_number.document_type, next_number.scope, next_number.actor,
                                   next_number.document_date);
     IF next_number.document_ref IS NOT NULL THEN
@@ -547,6 +553,9 @@ AS $$
 DECLARE
     v_prepared record;
 BEGIN
+    IF next_numbers.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        next_numbers.actor := docnum._claimed_actor();
+    END IF;
     v_prepared := docnum._prepare(next_numbers.document_type, next_numbers.scope, next_numbers.actor,
                                   next_numbers.document_date);
     PERFORM docnum._check_count(next_numbers.count);
@@ -570,6 +579,9 @@ DECLARE
     v_prepared record;
     v_ttl interval;
 BEGIN
+    IF reserve_numbers.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        reserve_numbers.actor := docnum._claimed_actor();
+    END IF;
     v_prepared := docnum._prepare(reserve_numbers.document_type, reserve_numbers.scope, reserve_numbers.actor,
                                   reserve_numbers.document_date);
     PERFORM docnum._check_count(reserve_numbers.count);
@@ -622,6 +634,9 @@ AS $$
 DECLARE
     v_row docnum.ledger;
 BEGIN
+    IF confirm_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        confirm_number.actor := docnum._claimed_actor();
+    END IF;
     PERFORM docnum._require_writable();
     IF confirm_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'
@@ -685,6 +700,9 @@ AS $$
 DECLARE
     v_row docnum.ledger;
 BEGIN
+    IF cancel_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        cancel_number.actor := docnum._claimed_actor();
+    END IF;
     PERFORM docnum._require_writable();
     IF cancel_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'

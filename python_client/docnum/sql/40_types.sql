@@ -66,6 +66,9 @@ DECLARE
     v_new      docnum.document_type;
     v_existing docnum.document_type;
 BEGIN
+    IF define_type.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        define_type.actor := docnum._claimed_actor();
+    END IF;
     PERFORM docnum._require_writable();
     IF define_type.code IS NULL OR define_type.code !~ '^[A-Z][A-Z0-9_]{0,29}$' THEN
         RAISE EXCEPTION 'invalid document type code %', coalesce(quote_literal(left(define_type.code, 60)), 'NULL')
@@ -168,6 +171,9 @@ DECLARE
     v_compiled record;
     v_bad      record;
 BEGIN
+    IF alter_type.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        alter_type.actor := docnum._claimed_actor();
+    END IF;
     PERFORM docnum._require_writable();
     PERFORM docnum._check_text('actor', alter_type.actor, 200);
     PERFORM docnum._check_text('reason', alter_type.reason, 1000);

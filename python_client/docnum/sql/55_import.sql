@@ -62,6 +62,9 @@ DECLARE
     v_lock_timeout interval;
     v_limit_ms bigint;
 BEGIN
+    IF import_numbers.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
+        import_numbers.actor := docnum._claimed_actor();
+    END IF;
     PERFORM docnum._require_writable();
     PERFORM docnum._check_text('actor', import_numbers.actor, 200);
     IF import_numbers.rows IS NULL OR jsonb_typeof(import_numbers.rows) <> 'array' THEN

@@ -29,8 +29,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/docnum demo
 
+# Two workers, each with its own throwaway embedded PostgreSQL, when DOCNUM_DSN is unset; against a shared
+# server ($DOCNUM_DSN) one at a time, since roles are cluster-wide. TEST_WORKERS=N overrides (0: no workers).
+TEST_WORKERS ?= $(if $(DOCNUM_DSN),0,2)
+
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 lint: setup
 	$(BIN)/ruff check .

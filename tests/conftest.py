@@ -24,6 +24,7 @@ Hypothesis profiles (HYPOTHESIS_PROFILE picks one; otherwise "ci" when $CI is se
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -111,7 +112,11 @@ def server_info() -> Iterator[ServerInfo]:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="docnum-test-"))
-    pg = embedded.start_embedded(tmp / "pgdata", cleanup_mode="delete")
+    # Test workers (pytest-xdist) start their servers at the same moment; as root the first start creates the
+    # system user `pgserver`, which two `useradd`s at once would race for.
+    with open(Path(tempfile.gettempdir()) / f"docnum-test-embedded-{os.getuid()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pg = embedded.start_embedded(tmp / "pgdata", cleanup_mode="delete")
     try:
         # A throwaway server: skip the disk flushes (the engine still forces synchronous_commit on, which the
         # tests check, but a flush costs nothing here) so that cloning and committing stay fast.

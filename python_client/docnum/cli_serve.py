@@ -60,6 +60,13 @@ def serve(
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = True,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics/--no-metrics",
+            help="Serve GET /metrics (no token): docnum's figures, as `docnum metrics`, and this server's.",
+        ),
+    ] = True,
 ) -> None:
     """Serve the HTTP API (reserve, confirm, cancel, administration; OpenAPI at /docs) until Ctrl-C.
 
@@ -85,6 +92,7 @@ def serve(
             pool_min=pool_min,
             pool_max=pool_max,
             pool_timeout=pool_timeout,
+            metrics=metrics,
         )
         try:
             application = create_app(settings)

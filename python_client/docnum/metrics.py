@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from psycopg import sql
 
 __all__ = ["DEFAULT_MAX_SCOPES", "DocnumCollector", "Validator", "registry"]
 
@@ -116,8 +117,16 @@ _WAIT_HELP = (
 )
 
 
-def _connect(dsn: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=5)
+def _connect(dsn: str, role: str | None = None) -> psycopg.Connection[Any]:
+    """An autocommit connection; with `role`, switched to it (docnum serve's login role may only switch)."""
+    conn = psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=5)
+    if role is not None:
+        try:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        except psycopg.Error:
+            conn.close()
+            raise
+    return conn
 
 
 @dataclass
@@ -134,13 +143,14 @@ class Validator:
 
     dsn: str
     interval: float
+    role: str | None = None
     last: ValidationResult | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def run_once(self) -> ValidationResult:
         started = time.monotonic()
-        with _connect(self.dsn) as conn:
+        with _connect(self.dsn, self.role) as conn:
             gaps = dict(
                 conn.execute(
                     "SELECT g.document_type, sum(g.value_count)::float8 FROM docnum.gaps() g"
@@ -164,6 +174,8 @@ class Validator:
             self._stop.wait(self.interval)
 
     def start(self) -> None:
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._loop, name="docnum-validate", daemon=True)
         self._thread.start()
 
@@ -174,8 +186,16 @@ class Validator:
 class DocnumCollector(Collector):
     """Reads ``docnum.metrics()`` on every collect(); one connection, reopened after a failure."""
 
-    def __init__(self, dsn: str, *, max_scopes: int = DEFAULT_MAX_SCOPES, validator: Validator | None = None):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_scopes: int = DEFAULT_MAX_SCOPES,
+        validator: Validator | None = None,
+        role: str | None = None,
+    ):
         self._dsn = dsn
+        self._role = role
         self._max_scopes = max_scopes
         self._validator = validator
         self._lock = threading.Lock()
@@ -185,7 +205,7 @@ class DocnumCollector(Collector):
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = _connect(self._dsn)
+                    self._conn = _connect(self._dsn, self._role)
                 return self._conn.execute(
                     "SELECT metric, document_type, label, value FROM docnum.metrics(%s)", (self._max_scopes,)
                 ).fetchall()

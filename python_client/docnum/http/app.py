@@ -98,6 +98,8 @@ class Settings:
     pool_max: int = 20
     #: Seconds a request waits for a free connection before it gets 503.
     pool_timeout: float = 5.0
+    #: Serve GET /metrics (docnum.http.metrics).
+    metrics: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -323,14 +325,9 @@ def _alembic_heads(dsn: str) -> set[str]:
 
 
 def install_metrics(app: FastAPI) -> None:
-    """The hook for ``/metrics`` (the metrics issue): ``docnum.http.metrics.install(app)``, when it exists.
+    """``GET /metrics`` and the request counter (:mod:`docnum.http.metrics`), unless turned off."""
+    from docnum.http import metrics
 
-    The metrics module adds its route and middleware itself; until it lands there is no ``/metrics``.
-    """
-    try:
-        from docnum.http import metrics  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        return
     metrics.install(app)
 
 

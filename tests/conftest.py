@@ -187,3 +187,14 @@ def connect(dsn: str) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
 def pg_bindir() -> Path:
     """PostgreSQL 18 client programs (they also work against older servers)."""
     return embedded.pg_bindir()
+
+
+@pytest.fixture(scope="module")
+def http_database(
+    server_info: ServerInfo, docnum_noproc: Any, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A migrated database of its own for an HTTP test module, with the login role of `docnum serve`'s pool
+    (see tests/test_http_support.py)."""
+    from test_http_support import module_database
+
+    yield from module_database(server_info, docnum_noproc, request)

@@ -14,19 +14,11 @@ import httpx
 import psycopg
 import pytest
 
-from helpers import ServerInfo
-from test_http_support import HttpDatabase, Server, bearer, module_database, start_server, stop_server
+from test_http_support import HttpDatabase, Server, bearer, start_server, stop_server
 
 APP = bearer("docnum_app", "app-user")
 READER = bearer("docnum_reader", "auditor")
 ADMIN = bearer("docnum_admin", "admin-1")
-
-
-@pytest.fixture(scope="module")
-def http_database(
-    server_info: ServerInfo, docnum_noproc: Any, request: pytest.FixtureRequest
-) -> Iterator[HttpDatabase]:
-    yield from module_database(server_info, docnum_noproc, request)
 
 
 @pytest.fixture(scope="module")

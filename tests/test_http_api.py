@@ -14,13 +14,11 @@ import jwt
 import psycopg
 import pytest
 
-from helpers import ServerInfo
 from test_http_support import (
     SECRET,
     HttpDatabase,
     Server,
     bearer,
-    module_database,
     start_server,
     stop_server,
     token,
@@ -29,13 +27,6 @@ from test_http_support import (
 APP = bearer("docnum_app", "app-user")
 READER = bearer("docnum_reader", "auditor")
 ADMIN = bearer("docnum_admin", "admin-1")
-
-
-@pytest.fixture(scope="module")
-def http_database(
-    server_info: ServerInfo, docnum_noproc: Any, request: pytest.FixtureRequest
-) -> Iterator[HttpDatabase]:
-    yield from module_database(server_info, docnum_noproc, request)
 
 
 @pytest.fixture(scope="module")

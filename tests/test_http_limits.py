@@ -16,15 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from psycopg.conninfo import make_conninfo
 
-from helpers import ServerInfo
-from test_http_support import HttpDatabase, Server, bearer, module_database, start_server, stop_server
-
-
-@pytest.fixture(scope="module")
-def http_database(
-    server_info: ServerInfo, docnum_noproc: Any, request: pytest.FixtureRequest
-) -> Iterator[HttpDatabase]:
-    yield from module_database(server_info, docnum_noproc, request)
+from test_http_support import HttpDatabase, Server, bearer, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

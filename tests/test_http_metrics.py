@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from exporter import samples
-from helpers import ServerInfo
-from test_http_support import HttpDatabase, Server, bearer, module_database, start_server, stop_server
-
-
-@pytest.fixture(scope="module")
-def http_database(
-    server_info: ServerInfo, docnum_noproc: Any, request: pytest.FixtureRequest
-) -> Iterator[HttpDatabase]:
-    yield from module_database(server_info, docnum_noproc, request)
+from test_http_support import HttpDatabase, Server, bearer, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

@@ -311,6 +311,11 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "NB003 counter busy, NB008 read-only server, database unavailable; see Retry-After."
     },
 }
+#: What a call that issues numbers may answer besides: the per-subject rate limit.
+_ISSUING_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERROR_RESPONSES,
+    429: {"description": "Over the per-subject rate limit; see Retry-After."},
+}
 
 
 # -- the application --------------------------------------------------------------------------------------
@@ -411,10 +416,7 @@ def _routes(app: FastAPI) -> None:
         status_code=201,
         tags=tags_numbers,
         summary="Reserve the next number (held until confirmed, cancelled or expired).",
-        responses={
-            **_ERROR_RESPONSES,
-            429: {"description": "Over the per-subject rate limit; see Retry-After."},
-        },
+        responses=_ISSUING_RESPONSES,
     )
     async def reserve(
         request: Request, body: ReserveBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
@@ -470,10 +472,7 @@ def _routes(app: FastAPI) -> None:
         status_code=201,
         tags=tags_numbers,
         summary="Issue and confirm the next number in one step.",
-        responses={
-            **_ERROR_RESPONSES,
-            429: {"description": "Over the per-subject rate limit; see Retry-After."},
-        },
+        responses=_ISSUING_RESPONSES,
     )
     async def next_number(
         request: Request, body: NextBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
@@ -517,10 +516,7 @@ def _routes(app: FastAPI) -> None:
         status_code=201,
         tags=tags_numbers,
         summary="Issue and confirm the next count numbers of one counter, in order (1 to 10,000).",
-        responses={
-            **_ERROR_RESPONSES,
-            429: {"description": "Over the per-subject rate limit; see Retry-After."},
-        },
+        responses=_ISSUING_RESPONSES,
     )
     async def next_batch(request: Request, body: BatchBody, caller: IssuingCaller) -> JSONResponse:
         numbers = await _call(
@@ -541,10 +537,7 @@ def _routes(app: FastAPI) -> None:
         status_code=201,
         tags=tags_numbers,
         summary="Reserve the next count numbers of one counter, each with its own token (1 to 10,000).",
-        responses={
-            **_ERROR_RESPONSES,
-            429: {"description": "Over the per-subject rate limit; see Retry-After."},
-        },
+        responses=_ISSUING_RESPONSES,
     )
     async def reserve_batch(request: Request, body: ReserveBatchBody, caller: IssuingCaller) -> JSONResponse:
         reservations = await _call(

@@ -215,7 +215,7 @@ BEGIN
         -- The counter is missing or busy: create it, or wait for it (and time the wait).
         v_waited := clock_timestamp();
         v_counter_id := (docnum._lock_counter(p_type, p_scope, v_period)).counter_id;
-        v_wait := extract(epoch FROM clock_timestamp() - v_waited);
+        v_wait := date_part('epoch', clock_timestamp() - v_waited);
         v_bucket := docnum._lock_wait_bucket(v_wait);
     END IF;
 
@@ -454,7 +454,7 @@ BEGIN
         v_waited := clock_timestamp();
         SELECT c.counter_id, c.current_value INTO v_counter_id, v_last
           FROM docnum._lock_counter(p_type, p_scope, v_period) c;
-        v_wait := extract(epoch FROM clock_timestamp() - v_waited);
+        v_wait := date_part('epoch', clock_timestamp() - v_waited);
         v_bucket := docnum._lock_wait_bucket(v_wait);
     END IF;
 

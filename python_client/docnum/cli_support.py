@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from typing import Any, NoReturn
 
 import psycopg
@@ -131,7 +132,7 @@ class Target:
             else:
                 self._dsn = _embedded_dsn()
                 if install_schema:
-                    _install_schema_if_missing(self._dsn, quiet=self.quiet)
+                    prepare_embedded_schema(self._dsn, quiet=self.quiet)
         return self._dsn
 
     def setting_hint(self) -> str:
@@ -167,15 +168,36 @@ def _embedded_dsn() -> str:
         ) from exc
 
 
-def _install_schema_if_missing(dsn: str, *, quiet: bool) -> None:
+def latest_revision() -> str:
+    """The newest schema revision this package ships: the four digits that start its newest migration's file
+    name (read without importing Alembic, which every command would otherwise pay for)."""
+    versions = resources.files("docnum") / "migrations" / "versions"
+    return max(
+        entry.name[:4]
+        for entry in versions.iterdir()
+        if entry.name[:4].isdigit() and entry.name.endswith(".py")
+    )
+
+
+def prepare_embedded_schema(dsn: str, *, quiet: bool) -> None:
+    """Install schema docnum in the embedded database, or upgrade it when an older docnum installed it: the
+    embedded server is docnum's own, so it runs the schema of the installed package. (A database named by
+    --dsn or DOCNUM_DSN never changes behind its owner's back: `docnum migrate` does that.)"""
     with psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
         row = conn.execute(queries.SCHEMA_EXISTS).fetchone()
-    if row is None or not row[0]:
-        from docnum import schema
+        present = row is not None and bool(row[0])
+        current = None
+        if present and conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() != (None,):
+            found = conn.execute("SELECT max(version_num) FROM public.alembic_version").fetchone()
+            current = found[0] if found else None
+    if present and current == latest_revision():
+        return
+    from docnum import schema
 
-        if not quiet:
-            typer.echo("docnum: installing schema docnum in the embedded database", err=True)
-        schema.migrate(dsn)
+    if not quiet:
+        action = "installing" if not present else f"upgrading (from revision {current})"
+        typer.echo(f"docnum: {action} schema docnum in the embedded database", err=True)
+    schema.migrate(dsn)
 
 
 def target(ctx: typer.Context) -> Target:

@@ -224,6 +224,9 @@ class DocnumCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         try:
             rows = self._rows()
+        except psycopg.errors.UndefinedFunction:
+            log.warning("scrape failed: schema docnum has no docnum.metrics(): run `docnum migrate`")
+            rows = None
         except psycopg.Error as exc:
             log.warning("scrape failed: %s", (str(exc).splitlines() or [""])[0])
             rows = None

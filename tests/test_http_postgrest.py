@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers import sqlstate_of
 
@@ -127,3 +129,50 @@ def test_the_grants_postgrest_relies_on(types: psycopg.Connection[Any]) -> None:
         assert row == (0,)
     finally:
         types.execute("DROP ROLE web_anon")
+
+
+SUBS = st.one_of(
+    st.none(),
+    st.just("absent"),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.booleans(),
+    st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=220),
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sub=SUBS, raw=st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=40))
+def test_any_claims_record_their_sub_or_nobody_and_never_break_an_allocation(
+    types: psycopg.Connection[Any], sub: Any, raw: str
+) -> None:
+    """The rule for every claims value: a JSON object's scalar `sub` is the actor (a text that is no valid
+    actor is refused as NB006, with nothing written); anything else names nobody."""
+    if sub == "absent":
+        claims, expected = json.dumps({"role": "docnum_app"}), None
+    elif sub is None and raw:
+        claims, expected = raw, None  # whatever text, JSON or not, without a usable sub
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("sub") is not None:
+            return  # a raw text that happens to carry a sub: the other branches cover it
+    else:
+        claims = json.dumps({"sub": sub, "role": "docnum_app"})
+        expected = None if sub is None else json.dumps(sub) if isinstance(sub, bool) else str(sub)
+    before = types.execute("SELECT count(*) FROM docnum.ledger").fetchone()
+
+    def allocate() -> str:
+        with postgrest_request(types, claims) as conn:
+            row = conn.execute("SELECT docnum.next_number(document_type => 'COR')").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    try:
+        number = allocate()
+    except psycopg.Error as error:
+        assert error.sqlstate == "NB006" and error.diag.column_name == "actor", error
+        assert isinstance(sub, str), "only a text sub can be refused"
+        assert types.execute("SELECT count(*) FROM docnum.ledger").fetchone() == before
+        return
+    assert ledger_actor(types, number) == expected

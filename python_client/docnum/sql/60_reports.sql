@@ -405,10 +405,11 @@ BEGIN
         -- cumulative, as Prometheus counts them: the allocations that did not wait, and those that waited up to
         -- the bucket's bound (the last bucket, +Inf, holds every allocation)
         SELECT p.code, (docnum._lock_wait_bounds())[b.k] AS bound,
-               p.allocations - coalesce((SELECT sum(x.n) FROM waited x WHERE x.code = p.code), 0)
-               + coalesce((SELECT sum(x.n) FROM waited x WHERE x.code = p.code AND x.k <= b.k), 0) AS n
+               p.allocations - sum(coalesce(w.n, 0)) OVER (PARTITION BY p.code)
+               + sum(coalesce(w.n, 0)) OVER (PARTITION BY p.code ORDER BY b.k) AS n
           FROM per_type p
          CROSS JOIN generate_series(1, 8) AS b(k)
+          LEFT JOIN waited w ON w.code = p.code AND w.k = b.k
     ), pending AS (
         SELECT l.document_type AS code, count(*)::float8 AS n,
                count(*) FILTER (WHERE l.expires_at <= statement_timestamp())::float8 AS overdue,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Concatenate sql/*.sql (lexical order) into one file, for a migration to run frozen.
 
-    python scripts/freeze_sql.py python_client/docnum/migrations/versions/0001_core.sql
-    python scripts/freeze_sql.py --check python_client/docnum/migrations/versions/0001_core.sql  # 1: stale
+    python scripts/freeze_sql.py migrations/versions/0001_core.sql
+    python scripts/freeze_sql.py --check migrations/versions/0001_core.sql  # 1: stale
 
 Each file is preceded by a `-- file: NAME` comment and ends with a newline, so a trailing comment in one
 file cannot swallow the first statement of the next. Standard library only.
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sql-dir",
         type=Path,
-        default=REPO / "python_client" / "docnum" / "sql",
-        help="source directory (default: python_client/docnum/sql/)",
+        default=REPO / "sql",
+        help="source directory (default: sql/)",
     )
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the output differs")
     args = parser.parse_args(argv)

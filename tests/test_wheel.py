@@ -80,14 +80,13 @@ def scratch_dsn(server_info: ServerInfo) -> Iterator[str]:
 def test_the_wheel_holds_the_engine_and_no_tests(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     sql = {n for n in names if n.startswith("docnum/sql/") and n.endswith(".sql")}
-    assert {p.name for p in (REPO / "python_client" / "docnum" / "sql").glob("*.sql")} == {
-        Path(n).name for n in sql
-    }
-    revisions = REPO / "python_client" / "docnum" / "migrations" / "versions"
+    assert {p.name for p in (REPO / "sql").glob("*.sql")} == {Path(n).name for n in sql}
+    revisions = REPO / "migrations" / "versions"
     for path in [*revisions.glob("*.py"), *revisions.glob("*.sql")]:
         assert f"docnum/migrations/versions/{path.name}" in names
     assert {"docnum/migrations/env.py", "docnum/py.typed", "docnum/__main__.py"} <= names
     assert not any(n.startswith(("tests/", "benchmarks/", "docnum/tests")) for n in names)
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
 def test_an_installed_wheel_migrates_and_numbers_on_its_own(installed: Installed, scratch_dsn: str) -> None:
@@ -118,3 +117,12 @@ def test_without_the_embedded_extra_the_cli_asks_for_a_dsn(installed: Installed)
     assert result.returncode == 1
     assert "DOCNUM_DSN" in result.stderr and "docnum[embedded]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_checkout_reads_the_engine_from_its_top_level() -> None:
+    """An editable install runs python_client/docnum/; the engine's only copy is at the top."""
+    from docnum import schema
+
+    assert schema.sql_dir() == REPO / "sql"
+    assert schema.migrations_dir() == REPO / "migrations"
+    assert not (REPO / "python_client" / "docnum" / "sql").exists()

@@ -1,11 +1,12 @@
 """Install, upgrade and remove the docnum schema.
 
-The package carries its engine: the SQL source (`docnum/sql/`) and the Alembic revisions
-(`docnum/migrations/`) are package data, found with importlib.resources, so an installed wheel can migrate a
-database with no checkout around it. `migrate` and `downgrade` run the revisions (the released, frozen
-history) with an Alembic configuration built here; `apply_sql_dir` runs the current sql/*.sql directly, and
-the drift test checks that both give the same schema. The repository's alembic.ini points at the same files
-for people who run `alembic` themselves.
+The engine lives at the top of the repository: `sql/` (the current schema, one concern per file) and
+`migrations/` (Alembic's environment and the frozen revisions). The wheel carries both inside the package
+(`docnum/sql/`, `docnum/migrations/`), where importlib.resources finds them, so an installed wheel can migrate
+a database with no checkout around it; an editable install reads them from the checkout. `migrate` and
+`downgrade` run the revisions (the released, frozen history) with an Alembic configuration built here;
+`apply_sql_dir` runs the current sql/*.sql directly, and the drift test checks that both give the same
+schema. The repository's alembic.ini points at the same files for people who run `alembic` themselves.
 """
 
 from __future__ import annotations
@@ -28,18 +29,30 @@ __all__ = [
     "sql_files",
 ]
 
-#: Alembic's notation for a script directory that is package data.
-SCRIPT_LOCATION = "docnum:migrations"
+
+def _engine_dir(name: str) -> Path:
+    """`name` (sql or migrations) inside the installed package, else at the top of the checkout.
+
+    A wheel carries the engine as package data (pyproject.toml's force-include). An editable install runs the
+    package from python_client/docnum/, two levels below the repository's top, where the only copy lives.
+    """
+    packaged = resources.files("docnum") / name
+    if packaged.is_dir():
+        return Path(str(packaged))
+    checkout = Path(__file__).resolve().parents[2] / name
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(f"docnum's {name}/ is neither in the installed package nor in a checkout")
 
 
 def sql_dir() -> Path:
     """The engine's current SQL source, one concern per file, applied in lexical order."""
-    return Path(str(resources.files("docnum") / "sql"))
+    return _engine_dir("sql")
 
 
 def migrations_dir() -> Path:
     """The Alembic script directory: env.py and the frozen revisions under versions/."""
-    return Path(str(resources.files("docnum") / "migrations"))
+    return _engine_dir("migrations")
 
 
 def alembic_config(dsn: str) -> Config:
@@ -50,7 +63,8 @@ def alembic_config(dsn: str) -> Config:
     inside a host application or pytest.
     """
     config = Config()
-    config.set_main_option("script_location", SCRIPT_LOCATION)
+    # The ini parser interpolates %: a path holding one must double it.
+    config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
     config.attributes["dsn"] = dsn
     config.attributes["configure_logger"] = False
     return config

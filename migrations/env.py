@@ -3,12 +3,19 @@
 The schema is plain SQL (no SQLAlchemy models), so there is no autogenerate: every revision executes SQL.
 All pending revisions run in ONE transaction (PostgreSQL has transactional DDL): an upgrade either fully
 happens or not at all. Alembic's own `alembic_version` table lives in `public`, outside schema docnum.
+
+Around the revisions the transaction runs three files of this directory: session.sql (helpers in pg_temp),
+begin.sql (one transaction or stop; the installer prepared, or NB013 before anything changed) and end.sql.
+Offline (`alembic upgrade --sql`, `docnum sql`) they are printed around the revisions, with no BEGIN/COMMIT
+of Alembic's: the script runs with `psql -1 -v ON_ERROR_STOP=1 -f`, and begin.sql stops it outside a
+transaction.
 """
 
 from __future__ import annotations
 
 import logging.config
 import os
+from pathlib import Path
 
 import psycopg.conninfo
 from alembic import context
@@ -21,6 +28,45 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 VERSION_TABLE_SCHEMA = "public"
+HERE = Path(__file__).parent
+
+
+def _sql(name: str) -> str:
+    return (HERE / name).read_text(encoding="utf-8")
+
+
+def _around(connection: Connection | None, name: str) -> None:
+    """Run (online) or print (offline) one of the files that frame the revisions."""
+    text = _sql(name)
+    if connection is None:
+        context.get_context().impl.static_output(text)
+        return
+    # Straight to psycopg, as the revisions do: SQLAlchemy would take `:name` for a bind parameter.
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute(text.encode("utf-8"))
+
+
+def _nothing_to_do(connection: Connection) -> bool:
+    """True for an upgrade to head of a database already there (`docnum migrate` run twice): then no
+    requirement of the installer's is checked, so any role may run it."""
+    if context.get_revision_argument() not in ("head", "heads"):
+        return False
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    return set(context.get_context().get_current_heads()) == heads
+
+
+def _run(connection: Connection | None) -> None:
+    """The revisions, framed by session.sql + begin.sql and end.sql, in the caller's transaction."""
+    if connection is not None and _nothing_to_do(connection):
+        context.run_migrations()
+        return
+    _around(connection, "session.sql")
+    _around(connection, "begin.sql")
+    context.run_migrations()
+    _around(connection, "end.sql")
 
 
 def _dsn() -> str:
@@ -67,9 +113,11 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         version_table_schema=VERSION_TABLE_SCHEMA,
         transaction_per_migration=False,
+        # psql -1 makes the transaction; begin.sql refuses to run without one
+        transactional_ddl=False,
     )
     with context.begin_transaction():
-        context.run_migrations()
+        _run(None)
 
 
 def run_migrations_online() -> None:
@@ -78,7 +126,7 @@ def run_migrations_online() -> None:
         # A caller handed us its own SQLAlchemy connection (and owns its transaction).
         _configure(connection)
         with context.begin_transaction():
-            context.run_migrations()
+            _run(connection)
         return
 
     engine = _engine(_dsn())
@@ -86,7 +134,7 @@ def run_migrations_online() -> None:
         with engine.connect() as conn:
             _configure(conn)
             with context.begin_transaction():
-                context.run_migrations()
+                _run(conn)
     finally:
         engine.dispose()
 

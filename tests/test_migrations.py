@@ -7,6 +7,7 @@ with the embedded pg_dump 18, which can dump older servers too.
 from __future__ import annotations
 
 import difflib
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -24,8 +25,10 @@ def _dbname(label: str) -> str:
 def dump_schema(server: ServerInfo, dbname: str, pg_bindir: Path) -> list[str]:
     """`pg_dump --schema-only -n docnum`, without what differs between two runs of the same schema.
 
-    Dropped: comments (`--` lines, which include pg_dump's headers), blank lines, and the `\\restrict` /
-    `\\unrestrict` lines whose key pg_dump 17.6+/18 draws at random on every run.
+    Dropped: comments (`--` lines, which include pg_dump's headers), blank lines, the `\\restrict` /
+    `\\unrestrict` lines whose key pg_dump 17.6+/18 draws at random on every run, and the `pg_attver` column
+    option that current minor releases (15.20) stamp on each column when it is made, which differs between
+    two databases of the same schema.
     """
     result = subprocess.run(
         [
@@ -43,13 +46,27 @@ def dump_schema(server: ServerInfo, dbname: str, pg_bindir: Path) -> list[str]:
         pytest.fail(f"pg_dump of {dbname} failed:\n{result.stderr}")
     lines = []
     for line in result.stdout.splitlines():
-        stripped = line.rstrip()
+        stripped = _without_server_stamps(line.rstrip())
         if not stripped or stripped.startswith("--"):
             continue
         if stripped.startswith(("\\restrict", "\\unrestrict")):
             continue
         lines.append(stripped)
     return lines
+
+
+#: A column option the current minor releases stamp on every column they create, different in every database.
+_ATTVER = re.compile(r"pg_attver=\d+")
+_EMPTY_COLUMN_OPTIONS = re.compile(r"^ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \(\s*\);$")
+
+
+def _without_server_stamps(line: str) -> str:
+    """`line` without the `pg_attver` column option (a statement left setting nothing becomes empty)."""
+    if "pg_attver=" not in line:
+        return line
+    line = _ATTVER.sub("", line)
+    line = re.sub(r"\(\s*,\s*", "(", re.sub(r",\s*(?=[,)])", "", line))
+    return "" if _EMPTY_COLUMN_OPTIONS.match(line) else line
 
 
 def assert_same_schema(
@@ -204,3 +221,22 @@ def test_revision_0007_counts_the_numbers_issued_before_it(server_info: ServerIn
             assert conn.execute("SELECT count(*) FROM docnum.ledger").fetchone() == (5,)
         after = dump_schema(server_info, name, pg_bindir)
         assert_same_schema(released, after, "upgrade 0006", "0007, then 0006")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("ALTER TABLE ONLY docnum.counter ALTER COLUMN period SET (pg_attver=65138520);", ""),
+        (
+            "ALTER TABLE ONLY docnum.counter ALTER COLUMN period SET (n_distinct=5, pg_attver=1);",
+            "ALTER TABLE ONLY docnum.counter ALTER COLUMN period SET (n_distinct=5);",
+        ),
+        (
+            "ALTER TABLE ONLY docnum.counter ALTER COLUMN period SET (pg_attver=1, n_distinct=5);",
+            "ALTER TABLE ONLY docnum.counter ALTER COLUMN period SET (n_distinct=5);",
+        ),
+        ("    current_value bigint DEFAULT 0 NOT NULL,", "    current_value bigint DEFAULT 0 NOT NULL,"),
+    ],
+)
+def test_the_schema_dump_ignores_only_the_column_stamp(line: str, expected: str) -> None:
+    assert _without_server_stamps(line) == expected

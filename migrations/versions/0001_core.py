@@ -37,5 +37,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Roles are cluster-wide (other databases may use them), so they stay.
+    # Roles are cluster-wide (other databases may use them), so they stay. The schema's owner drops it: an
+    # installer that is not a superuser may become docnum_owner but does not hold its rights.
+    op.execute("SET LOCAL ROLE docnum_owner")
     op.execute("DROP SCHEMA IF EXISTS docnum CASCADE")
+    op.execute("RESET ROLE")

@@ -58,9 +58,12 @@ RETURN '"' || replace(replace(replace(replace(replace(replace(p_render, '\', '\\
 
 REVOKE ALL ON FUNCTION docnum._to_char_pattern(text) FROM PUBLIC;
 
-ALTER TABLE docnum.document_type
+-- Through the migration helper (migrations/session.sql): current minor releases refuse this ALTER while the
+-- SQL-standard bodies of docnum._parse and docnum._type_json use the table's row type.
+CALL pg_temp.docnum_alter_table('docnum.document_type', $alter$
     ADD COLUMN head_pattern text NOT NULL GENERATED ALWAYS AS (docnum._to_char_pattern(render_head)) STORED,
-    ADD COLUMN tail_pattern text NOT NULL GENERATED ALWAYS AS (docnum._to_char_pattern(render_tail)) STORED;
+    ADD COLUMN tail_pattern text NOT NULL GENERATED ALWAYS AS (docnum._to_char_pattern(render_tail)) STORED
+$alter$);
 
 -- The part of a type row worth auditing (the compiled template columns are derived and left out).
 CREATE OR REPLACE FUNCTION docnum._type_json(p_type docnum.document_type) RETURNS jsonb

@@ -21,7 +21,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import resources
 from typing import Any, NoReturn
 
 import psycopg
@@ -171,7 +170,9 @@ def _embedded_dsn() -> str:
 def latest_revision() -> str:
     """The newest schema revision this package ships: the four digits that start its newest migration's file
     name (read without importing Alembic, which every command would otherwise pay for)."""
-    versions = resources.files("docnum") / "migrations" / "versions"
+    from docnum.schema import migrations_dir
+
+    versions = migrations_dir() / "versions"
     return max(
         entry.name[:4]
         for entry in versions.iterdir()

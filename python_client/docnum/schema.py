@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from alembic import command
-from alembic.config import Config
+
+if TYPE_CHECKING:  # Alembic is imported by the functions that use it: finding the files stays light
+    from alembic.config import Config
 
 __all__ = [
     "alembic_config",
@@ -36,12 +37,13 @@ def _engine_dir(name: str) -> Path:
     A wheel carries the engine as package data (pyproject.toml's force-include). An editable install runs the
     package from python_client/docnum/, two levels below the repository's top, where the only copy lives.
     """
-    packaged = resources.files("docnum") / name
-    if packaged.is_dir():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[2] / name
-    if checkout.is_dir():
-        return checkout
+    for candidate in (
+        Path(str(resources.files("docnum") / name)),
+        Path(__file__).resolve().parents[2] / name,
+    ):
+        # Holding the engine, not only what an older layout left behind (a __pycache__)
+        if candidate.is_dir() and any(p.suffix in (".sql", ".py") for p in candidate.iterdir()):
+            return candidate
     raise FileNotFoundError(f"docnum's {name}/ is neither in the installed package nor in a checkout")
 
 
@@ -62,6 +64,8 @@ def alembic_config(dsn: str) -> Config:
     so `%` in passwords needs no escaping. `configure_logger` False keeps env.py from reconfiguring logging
     inside a host application or pytest.
     """
+    from alembic.config import Config
+
     config = Config()
     # The ini parser interpolates %: a path holding one must double it.
     config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
@@ -72,11 +76,15 @@ def alembic_config(dsn: str) -> Config:
 
 def migrate(dsn: str, revision: str = "head") -> None:
     """Upgrade the database at `dsn` to `revision` (default: the latest)."""
+    from alembic import command
+
     command.upgrade(alembic_config(dsn), revision)
 
 
 def downgrade(dsn: str, revision: str = "base") -> None:
     """Downgrade the database at `dsn` to `revision` (default: remove schema docnum entirely)."""
+    from alembic import command
+
     command.downgrade(alembic_config(dsn), revision)
 
 

@@ -1,0 +1,28 @@
+-- docnum migrations: what every migration transaction runs before its revisions, after session.sql
+-- (migrations/env.py; `docnum sql` prints it at the top of its script).
+
+-- Everything must happen in one transaction: revisions work as docnum_owner with SET LOCAL ROLE, which has no
+-- effect outside a transaction block. A script run without psql's -1 (or BEGIN) stops here.
+SET LOCAL docnum.migration = 'running';
+DO $one_transaction$
+BEGIN
+    IF current_setting('docnum.migration', true) IS DISTINCT FROM 'running' THEN
+        RAISE EXCEPTION 'docnum''s migration script must run in one transaction'
+            USING ERRCODE = 'NB013',
+                  HINT = 'Run it with psql -1 -v ON_ERROR_STOP=1 -f FILE.';
+    END IF;
+END
+$one_transaction$;
+
+-- Prepare the installer (see pg_temp.docnum_installer in session.sql), or stop with what it lacks.
+DO $prepare$
+DECLARE
+    v_unmet record;
+BEGIN
+    SELECT i.* INTO v_unmet FROM pg_temp.docnum_installer(true) i WHERE NOT i.ok LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '% cannot install or upgrade docnum: %', current_user, v_unmet.requirement
+            USING ERRCODE = 'NB013', DETAIL = v_unmet.detail, HINT = v_unmet.hint;
+    END IF;
+END
+$prepare$;

@@ -3,6 +3,8 @@
 #   make setup   create .venv (if missing or unusable) and install docnum with its dev extras
 #   make demo    run the demo against $DOCNUM_DSN, or the embedded PostgreSQL when it is unset
 #   make test    run the test suite (same database rule)
+#   make test-majors  the revisions and a core subset on PostgreSQL 15, 16, 17 and 18, each on a private
+#                server at the newest minor installed here (tests/majors.py)
 #   make lint    ruff and mypy
 
 PYTHON ?= python3
@@ -11,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.docnum-installed
 PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-majors lint
 
 setup: $(STAMP)
 
@@ -35,6 +37,10 @@ TEST_WORKERS ?= $(if $(DOCNUM_DSN),0,2)
 
 test: setup
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
+
+# Each major on a server of its own (Debian's 15, the embedded wheel's 16 and 18, npm's 17, fetched once).
+test-majors: setup
+	$(BIN)/python tests/majors.py
 
 lint: setup
 	$(BIN)/ruff check .

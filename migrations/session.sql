@@ -153,8 +153,8 @@ BEGIN
     ELSIF pg_has_role(v_me, 'docnum_owner', 'MEMBER') THEN
         ok := NOT pg_has_role(v_me, 'docnum_owner', 'USAGE');
         detail := CASE WHEN ok THEN format('%s is a NOINHERIT member of docnum_owner', v_me)
-                       ELSE format('%s is a member of docnum_owner and inherits its rights: it could write'
-                                   ' docnum''s tables directly', v_me) END;
+                       ELSE format('%s is a member of docnum_owner and inherits docnum_owner''s rights: it'
+                                   ' could write docnum''s tables directly', v_me) END;
         hint := format('As a superuser: REVOKE docnum_owner FROM %I; (with CREATEROLE, %I is a member during'
                        ' each migration only)', v_me, v_me);
     ELSIF v_createrole THEN

@@ -20,6 +20,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -56,6 +57,22 @@ def _server_user() -> str | None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
     return SYSTEM_USER
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process. An exited postmaster is not our child (pg_ctl started it): it stays a
+    zombie until the system reaps it, which can take seconds, and a zombie has stopped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"
 
 
 def cache_dir() -> Path:
@@ -138,6 +155,7 @@ class PrivateCluster:
     port: int
     password: str
     run_as: str | None
+    superuser: str = SUPERUSER
     server_version: int = 0
     _stopped: bool = field(default=False, repr=False)
 
@@ -145,16 +163,18 @@ class PrivateCluster:
     def datadir(self) -> Path:
         return self.root / "data"
 
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+    def dsn(self, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
+        """Conninfo for `dbname` as `user` (default: the superuser, with its password)."""
         return make_conninfo(
             host="127.0.0.1",
             port=self.port,
             dbname=dbname,
-            user=user,
+            user=user or self.superuser,
             password=self.password if password is None else password,
         )
 
     def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
+        """A superuser connection to `dbname`."""
         return psycopg.connect(self.dsn(dbname), **kwargs)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -172,10 +192,13 @@ class PrivateCluster:
         )
 
     @classmethod
-    def start(cls, bindir: Path, *, settings: dict[str, str] | None = None) -> PrivateCluster:
+    def start(
+        cls, bindir: Path, *, superuser: str = SUPERUSER, settings: dict[str, str] | None = None
+    ) -> PrivateCluster:
+        """initdb and start a server from `bindir`; `superuser` names the bootstrap superuser."""
         root = Path(tempfile.mkdtemp(prefix="docnum-cluster-"))
         run_as = _server_user()
-        cluster = cls(bindir, root, _free_port(), secrets.token_hex(12), run_as)
+        cluster = cls(bindir, root, _free_port(), secrets.token_hex(12), run_as, superuser)
         pwfile = root / "pwfile"
         pwfile.write_text(cluster.password + "\n")
         if run_as is not None:
@@ -186,7 +209,7 @@ class PrivateCluster:
             "-D",
             str(cluster.datadir),
             "-U",
-            SUPERUSER,
+            superuser,
             f"--pwfile={pwfile}",
             "--auth=scram-sha-256",
             "--encoding=UTF8",
@@ -211,7 +234,7 @@ class PrivateCluster:
             log = (root / "log").read_text() if (root / "log").exists() else ""
             cluster.remove()
             raise RuntimeError(f"pg_ctl start in {bindir} failed:\n{started.stderr}\n{log}")
-        with cluster.connect(autocommit=True) as conn:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             cluster.server_version = conn.info.server_version
         return cluster
 
@@ -225,7 +248,8 @@ class PrivateCluster:
         return f"{major}.{minor}"
 
     def stop(self) -> None:
-        """Stop the server by its own postmaster pid (fast shutdown), then remove its files."""
+        """Stop the server by its own postmaster pid, then remove its files. The data is thrown away, so the
+        shutdown is PostgreSQL's immediate one (SIGQUIT): no checkpoint to wait for."""
         if self._stopped:
             return
         self._stopped = True
@@ -233,14 +257,10 @@ class PrivateCluster:
         if pidfile.exists():
             pid = int(pidfile.read_text().split("\n", 1)[0])
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 15)  # SIGTERM: PostgreSQL's fast shutdown
+                os.kill(pid, signal.SIGQUIT)
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
+            while time.monotonic() < deadline and _running(pid):
+                time.sleep(0.01)
         self.remove()
 
     def remove(self) -> None:

@@ -35,10 +35,12 @@ BEGIN
 END
 $membership$;
 CREATE SCHEMA docnum AUTHORIZATION docnum_owner;
+
+-- Everything else is done as the owner: an installer that is not a superuser may become docnum_owner but
+-- does not hold its rights.
+SET LOCAL ROLE docnum_owner;
 COMMENT ON SCHEMA docnum IS 'docnum: gapless, auditable document numbering';
 REVOKE ALL ON SCHEMA docnum FROM PUBLIC;
-
-SET LOCAL ROLE docnum_owner;
 
 -- file: 10_tables.sql
 -- docnum: types, tables and the constraints that carry the invariants.

@@ -37,6 +37,7 @@ from docnum.cli_support import (
     DocnumGroup,
     Target,
     err,
+    latest_revision,
     leave_behind,
     numbering,
     out,
@@ -186,6 +187,38 @@ def migrate(ctx: typer.Context) -> None:
     with reported():
         schema.migrate(target(ctx).dsn(install_schema=False))
     say(ctx, "schema docnum is at the latest revision")
+
+
+@app.command("sql", epilog="Example: docnum sql --from 0006 > upgrade.sql")
+def sql_script(
+    from_revision: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="REV",
+            help="Print the upgrade from revision REV (SELECT version_num FROM public.alembic_version)"
+            " instead of the installation.",
+        ),
+    ] = None,
+) -> None:
+    """Print the SQL script that installs docnum on an empty database, or upgrades it from --from REV: what
+    `docnum migrate` runs, version stamps included, so a later `docnum migrate` has nothing to do. Run it with
+    `psql -1 -v ON_ERROR_STOP=1 -f FILE` as a superuser or as a role with CREATEROLE that owns the database.
+    """
+    from alembic.util import CommandError as AlembicCommandError
+
+    from docnum import schema
+
+    with reported():
+        try:
+            script = schema.sql_script(from_revision)
+        except AlembicCommandError as exc:
+            raise CommandError(
+                "usage",
+                f"no revision {from_revision!r}",
+                hint=f"Revisions run from 0001 to {latest_revision()}.",
+            ) from exc
+    sys.stdout.write(script)
 
 
 @app.command(

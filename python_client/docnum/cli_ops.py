@@ -259,6 +259,8 @@ def _migrations(conn: psycopg.Connection[Any], dsn_value: str) -> Check:
         return Check(
             "migrations", "warn", "schema docnum has no Alembic history (installed from sql/ directly?)"
         )
+    if not _one(conn, "SELECT pg_catalog.has_table_privilege('public.alembic_version', 'SELECT')"):
+        return Check("migrations", "warn", f"{conn.info.user} may not read public.alembic_version")
     current = {row[0] for row in conn.execute("SELECT version_num FROM public.alembic_version")}
     if current == heads:
         return Check("migrations", "ok", f"at head ({', '.join(sorted(heads))})")
@@ -351,6 +353,16 @@ def _definer_search_path(conn: psycopg.Connection[Any]) -> Check:
 
 def _validate(conn: psycopg.Connection[Any]) -> Check:
     from docnum.client import Numbering
+
+    if not _one(
+        conn,
+        "SELECT pg_catalog.has_schema_privilege('docnum', 'USAGE')"
+        " AND pg_catalog.has_function_privilege('docnum.validate()', 'EXECUTE')",
+    ):
+        user = conn.info.user
+        return Check(
+            "validate", "warn", f"{user} may not run docnum.validate(): GRANT docnum_reader TO {user}"
+        )
 
     findings = Numbering(conn).validate()
     if not findings:
@@ -482,13 +494,66 @@ def _durability(conn: psycopg.Connection[Any]) -> list[Check]:
     return checks
 
 
+def _installer(conn: psycopg.Connection[Any], installed: bool) -> list[Check]:
+    """What the connected role can do with docnum itself: install or upgrade it (the requirements of
+    migrations/session.sql's pg_temp.docnum_installer, checked in a transaction that is rolled back), grant
+    its roles to logins; and who else may become docnum_owner."""
+    from docnum.schema import migrations_dir
+
+    action = "upgrade" if installed else "install"
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute((migrations_dir() / "session.sql").read_bytes())
+            rows = conn.execute(
+                "SELECT requirement, ok, detail, hint FROM pg_temp.docnum_installer(false)"
+            ).fetchall()
+            grantable = conn.execute(
+                "SELECT r.rolname, s.rolsuper OR (current_setting('server_version_num')::int < 160000"
+                "   AND s.rolcreaterole) OR pg_catalog.pg_has_role(r.rolname, 'MEMBER WITH ADMIN OPTION')"
+                " FROM pg_catalog.pg_roles r, pg_catalog.pg_roles s WHERE s.rolname = current_user"
+                "   AND r.rolname IN ('docnum_app', 'docnum_reader', 'docnum_admin') ORDER BY 1"
+            ).fetchall()
+    except psycopg.errors.ReadOnlySqlTransaction:
+        return [Check(action, "warn", "a read-only server: docnum is installed and upgraded on the primary")]
+    user = conn.info.user
+    unmet = [(detail, hint) for _, met, detail, hint in rows if met is False]
+    if unmet:
+        detail, hint = unmet[0]
+        more = f" (and {len(unmet) - 1} more)" if len(unmet) > 1 else ""
+        checks = [Check(action, "warn", f"{user} may not {action} docnum: {detail}{more}; {hint}")]
+    else:
+        checks = [Check(action, "ok", f"{user} may {action} docnum (`docnum migrate`)")]
+    denied = [role for role, may in grantable if not may]
+    if not grantable:
+        checks.append(Check("grant", "ok", "docnum's roles are made by `docnum migrate`"))
+    elif denied:
+        checks.append(
+            Check("grant", "warn", f"{user} may not grant {', '.join(denied)} to logins (no ADMIN option)")
+        )
+    else:
+        checks.append(Check("grant", "ok", f"{user} may grant docnum_app, docnum_reader and docnum_admin"))
+    others = [detail for requirement, _, detail, _ in rows if requirement == "other member"]
+    if others:
+        checks.append(
+            Check(
+                "docnum_owner members",
+                "warn",
+                "; ".join(others)
+                + ": such a role can change docnum's data at will; REVOKE docnum_owner from it"
+                " unless it installs docnum in another database",
+            )
+        )
+    return checks
+
+
 def doctor_checks(dsn_value: str) -> list[Check]:
     """Every check of ``docnum doctor`` on the database at ``dsn_value``."""
     with psycopg.connect(dsn_value, autocommit=True, application_name=APPLICATION_NAME) as conn:
         checks = [_migrations(conn, dsn_value)]
         if checks[0].status == "fail" and "not installed" in checks[0].detail:
-            return [*checks, *_durability(conn)]
-        checks += [_roles(conn), _public_privileges(conn), _definer_search_path(conn), _validate(conn)]
+            return [*checks, *_installer(conn, installed=False), *_durability(conn)]
+        checks += [_roles(conn), *_installer(conn, installed=True)]
+        checks += [_public_privileges(conn), _definer_search_path(conn), _validate(conn)]
         checks += _held_counters(conn)
         checks += _durability(conn)
     return checks

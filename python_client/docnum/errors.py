@@ -18,6 +18,7 @@ __all__ = [
     "ConfigNotFound",
     "DocnumError",
     "DuplicateNumber",
+    "InstallNotPermitted",
     "InvalidArgument",
     "InvalidStateTransition",
     "LockTimeout",
@@ -125,6 +126,10 @@ class NumberNotFound(DocnumError, code="NB011"):
 
 class RequestKeyReused(DocnumError, code="NB012"):
     """NB012: a ``request_id`` already named another request (another type, scope or function)."""
+
+
+class InstallNotPermitted(DocnumError, code="NB013"):
+    """NB013: the connected role cannot install or upgrade docnum; the HINT is the statement that fixes it."""
 
 
 def translate(exc: psycopg.Error) -> Exception:

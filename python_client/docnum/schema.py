@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import psycopg
 
@@ -28,6 +28,7 @@ __all__ = [
     "migrations_dir",
     "sql_dir",
     "sql_files",
+    "sql_script",
 ]
 
 
@@ -57,7 +58,7 @@ def migrations_dir() -> Path:
     return _engine_dir("migrations")
 
 
-def alembic_config(dsn: str) -> Config:
+def alembic_config(dsn: str, output: TextIO | None = None) -> Config:
     """An Alembic Config for the repository's migrations, bound to `dsn`.
 
     The DSN travels in `config.attributes["dsn"]` (read by migrations/env.py), never through the ini parser,
@@ -66,7 +67,7 @@ def alembic_config(dsn: str) -> Config:
     """
     from alembic.config import Config
 
-    config = Config()
+    config = Config(output_buffer=output)
     # The ini parser interpolates %: a path holding one must double it.
     config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
     config.attributes["dsn"] = dsn
@@ -86,6 +87,23 @@ def downgrade(dsn: str, revision: str = "base") -> None:
     from alembic import command
 
     command.downgrade(alembic_config(dsn), revision)
+
+
+def sql_script(from_revision: str | None = None) -> str:
+    """The SQL that installs docnum on an empty database, or upgrades it from `from_revision`, to head.
+
+    Alembic's offline mode writes it (`alembic upgrade --sql`): the same revisions `migrate` runs, framed by
+    migrations/session.sql, begin.sql and end.sql, with Alembic's version stamps, so that a later `migrate`
+    has nothing to do. It holds no BEGIN/COMMIT: run it with `psql -1 -v ON_ERROR_STOP=1 -f FILE`.
+    """
+    import io
+
+    from alembic import command
+
+    buffer = io.StringIO()
+    config = alembic_config("", output=buffer)
+    command.upgrade(config, f"{from_revision}:head" if from_revision else "head", sql=True)
+    return buffer.getvalue()
 
 
 def sql_files(directory: Path | None = None) -> list[Path]:

@@ -60,6 +60,7 @@ NB_STATUS: dict[str, _Mapping] = {
     "NB010": _Mapping(409, "Document type already exists"),
     "NB011": _Mapping(404, "Number not found"),
     "NB012": _Mapping(422, "Idempotency key reused for another request"),
+    "NB013": _Mapping(403, "Not permitted to install or upgrade docnum"),
 }
 #: An NB code this version does not know yet (a newer schema): a client error of unknown kind.
 _UNKNOWN_NB = _Mapping(400, "Numbering error")

@@ -14,3 +14,4 @@ END
 $end$;
 DROP PROCEDURE pg_temp.docnum_alter_table(regclass, text);
 DROP FUNCTION pg_temp.docnum_installer(boolean);
+DROP FUNCTION pg_temp.docnum_refuse(text, text, text);

@@ -2,6 +2,17 @@
 -- then begin.sql; `docnum sql` prints both at the top of its script; `docnum doctor` runs this one alone, in a
 -- transaction it rolls back). They live in pg_temp: for this session only, seen by nobody else.
 
+-- pg_temp.docnum_refuse(...): NB013, the installer's missing requirement, with the statement that gives it.
+CREATE OR REPLACE FUNCTION pg_temp.docnum_refuse(p_requirement text, p_detail text, p_hint text)
+RETURNS void
+LANGUAGE plpgsql
+AS $refuse$
+BEGIN
+    RAISE EXCEPTION '% cannot install or upgrade docnum: %', current_user, p_requirement
+        USING ERRCODE = 'NB013', DETAIL = p_detail, HINT = p_hint;
+END
+$refuse$;
+
 -- pg_temp.docnum_installer(p_apply): what the connected role (the installer) needs before revisions run, and,
 -- with p_apply, doing it. Every revision works as docnum_owner (SET LOCAL ROLE docnum_owner), so the installer
 -- is a superuser, or, as managed services give, a role with CREATEROLE that owns the database:
@@ -12,9 +23,9 @@
 --     on 15, where a membership carries the member's INHERIT attribute, it is granted for this transaction only
 --     and end.sql revokes it, so no committed state holds it;
 --   - it may create schema docnum and Alembic's version table, or already owns what they need.
--- Without p_apply it changes nothing and returns one row per requirement (`docnum doctor`). With p_apply, a
--- requirement that cannot be met stops the migration before it has changed anything: NB013, whose HINT is the
--- statement an administrator runs.
+-- Without p_apply it changes nothing and returns one row per requirement (`docnum doctor`). With p_apply, the
+-- first requirement that cannot be met stops the migration (before COMMIT, so nothing it did stays): NB013,
+-- whose HINT is the statement an administrator runs.
 CREATE OR REPLACE FUNCTION pg_temp.docnum_installer(p_apply boolean)
 RETURNS TABLE (requirement text, ok boolean, detail text, hint text)
 LANGUAGE plpgsql
@@ -41,17 +52,22 @@ BEGIN
                    ELSE format('%s may not create schemas in database %s', v_me, current_database()) END;
     hint := format('As the database owner: GRANT CREATE ON DATABASE %I TO %I;', current_database(), v_me);
     RETURN NEXT;
+    PERFORM pg_temp.docnum_refuse(requirement, detail, hint) WHERE p_apply AND NOT ok;
     requirement := 'version table';
     IF to_regclass('public.alembic_version') IS NULL THEN
         ok := v_super OR has_schema_privilege('public', 'CREATE');
         detail := format('%s %s create public.alembic_version', v_me, CASE WHEN ok THEN 'may' ELSE 'may not' END);
-        hint := format('As the owner of schema public: GRANT CREATE ON SCHEMA public TO %I;', v_me);
+        -- (a NOINHERIT owner of the database does not get the rights of pg_database_owner, which owns public)
+        hint := format('As a superuser, in database %I: GRANT CREATE ON SCHEMA public TO %I;',
+                       current_database(), v_me);
     ELSE
         ok := v_super OR has_table_privilege('public.alembic_version', 'SELECT, INSERT, UPDATE, DELETE');
         detail := format('%s %s write public.alembic_version', v_me, CASE WHEN ok THEN 'may' ELSE 'may not' END);
-        hint := format('As its owner: GRANT SELECT, INSERT, UPDATE, DELETE ON public.alembic_version TO %I;', v_me);
+        hint := format('As a superuser, in database %I: GRANT SELECT, INSERT, UPDATE, DELETE ON'
+                       ' public.alembic_version TO %I;', current_database(), v_me);
     END IF;
     RETURN NEXT;
+    PERFORM pg_temp.docnum_refuse(requirement, detail, hint) WHERE p_apply AND NOT ok;
 
     -- The four roles, made as revision 0001 makes them. From 16, a role's creator is also granted it with the
     -- options in createrole_self_grant: none here, so the creator holds the ADMIN option only.
@@ -64,15 +80,15 @@ BEGIN
         ok := v_super OR v_createrole;
         detail := format('role %s does not exist; %s %s create it', v_role, v_me,
                          CASE WHEN ok THEN 'may' ELSE 'may not' END);
-        hint := format('As a superuser: CREATE ROLE %I NOLOGIN%s; or give %I CREATEROLE', v_role,
-                       CASE WHEN v_role = 'docnum_owner' THEN ' NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT' ELSE '' END,
-                       v_me);
-        IF p_apply AND ok THEN
+        hint := format('As a superuser: ALTER ROLE %I CREATEROLE; (or make docnum''s four roles as revision'
+                       ' 0001 does)', v_me);
+        RETURN NEXT;
+        PERFORM pg_temp.docnum_refuse(requirement, detail, hint) WHERE p_apply AND NOT ok;
+        IF p_apply THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', v_role)
                 || CASE WHEN v_role = 'docnum_owner' THEN ' NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT' ELSE '' END;
         END IF;
         v_created := v_created || v_role;
-        RETURN NEXT;
     END LOOP;
 
     -- docnum_admin holds docnum_app's and docnum_reader's rights.
@@ -91,11 +107,17 @@ BEGIN
         END IF;
         detail := format('docnum_admin is not a member of %s; %s %s grant it', v_role, v_me,
                          CASE WHEN ok THEN 'may' ELSE 'may not' END);
-        hint := format('As a superuser: GRANT %I TO docnum_admin;', v_role);
-        IF p_apply AND ok THEN
+        hint := CASE
+            -- the ADMIN option alone: the installer grants the role to docnum_admin now, to logins later
+            WHEN v_major >= 16 THEN format('As a superuser: GRANT %I TO %I WITH ADMIN TRUE, INHERIT FALSE, SET FALSE;',
+                                           v_role, v_me)
+            WHEN 'docnum_admin' = ANY (v_created) THEN format('As a superuser: ALTER ROLE %I CREATEROLE;', v_me)
+            ELSE format('As a superuser: GRANT %I TO docnum_admin;', v_role) END;
+        RETURN NEXT;
+        PERFORM pg_temp.docnum_refuse(requirement, detail, hint) WHERE p_apply AND NOT ok;
+        IF p_apply THEN
             EXECUTE format('GRANT %I TO docnum_admin', v_role);
         END IF;
-        RETURN NEXT;
     END LOOP;
 
     -- SET ROLE docnum_owner, never its rights by inheritance.
@@ -171,6 +193,7 @@ BEGIN
                        ' each migration only)', v_me, v_me);
     END IF;
     RETURN NEXT;
+    PERFORM pg_temp.docnum_refuse(requirement, detail, hint) WHERE p_apply AND NOT ok;
 
     -- Other members of docnum_owner can do anything to docnum's data: reported, never changed.
     IF to_regrole('docnum_owner') IS NULL THEN

@@ -1,8 +1,9 @@
 """Installing where users are: managed services (no superuser) and psql alone, on PostgreSQL 15 and 18.
 
 Managed services (RDS, Cloud SQL, Azure, Supabase, Neon) give a role with CREATEROLE that owns the database.
-Each test runs on a new private cluster (tests/pgcluster.py, about half a second to start), since docnum's
-roles are cluster-wide and the suite's shared server already has them: on Debian's PostgreSQL 15 (membership
+The tests run on private clusters (tests/pgcluster.py), one per major shared by the module and reset to a new
+server's state before each test, since docnum's roles are cluster-wide and the suite's shared server already
+has them: on Debian's PostgreSQL 15 (membership
 semantics) and on the embedded 18 (ADMIN / SET / INHERIT options of a grant).
 
 What an installer that is not a superuser must get:
@@ -29,6 +30,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -51,10 +54,41 @@ def _cluster(major: int, **options: Any) -> PrivateCluster:
     return PrivateCluster.start(bindir, **options)
 
 
-@pytest.fixture(params=MAJORS, ids=[f"pg{major}" for major in MAJORS])
-def cluster(request: pytest.FixtureRequest) -> Iterator[PrivateCluster]:
+@pytest.fixture(scope="module", params=MAJORS, ids=[f"pg{major}" for major in MAJORS])
+def shared_cluster(request: pytest.FixtureRequest) -> Iterator[PrivateCluster]:
     with _cluster(request.param) as started:
         yield started
+
+
+@pytest.fixture
+def cluster(shared_cluster: PrivateCluster) -> PrivateCluster:
+    """A server as new: no database but postgres, no role but the superuser."""
+    reset(shared_cluster)
+    return shared_cluster
+
+
+def reset(cluster: PrivateCluster) -> None:
+    """Drop every database but postgres and the templates, and every role but the superuser's."""
+    with cluster.connect(autocommit=True) as su:
+        for (name,) in su.execute(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"
+        ).fetchall():
+            su.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        roles = [
+            row[0]
+            for row in su.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' AND rolname <> current_user"
+            ).fetchall()
+        ]
+        while roles:  # from 16 a role that granted a membership goes after its grants' members
+            left = []
+            for role in roles:
+                try:
+                    su.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+                except psycopg.errors.DependentObjectsStillExist:
+                    left.append(role)
+            assert len(left) < len(roles), f"roles that cannot be dropped: {left}"
+            roles = left
 
 
 def _env(dsn: str | None) -> dict[str, str]:
@@ -454,3 +488,128 @@ def test_the_readme_supabase_section_runs_as_supabases_postgres_role(pg_bindir: 
                 "SELECT actor FROM docnum.ledger WHERE document_number = %s", (number,)
             ).fetchone()
             assert actor == ("user-42",)
+
+
+# -- whatever roles exist: migrate succeeds safely, or stops with a hint that works --------------------------
+
+DOCNUM_ROLES = ("docnum_owner", "docnum_reader", "docnum_app", "docnum_admin")
+ROLE_OPTIONS = {"docnum_owner": " NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"}
+
+
+@dataclass(frozen=True)
+class RoleState:
+    """Roles as an earlier install, an administrator or another database's installer may have left them."""
+
+    createrole: bool  # the installer's attribute
+    inherit: bool  # the installer's INHERIT attribute
+    made_by: dict[str, str]  # docnum role -> "superuser" | "installer" | "other" (absent: not made)
+    owner_grant: (
+        tuple[bool, bool] | None
+    )  # an administrator's GRANT docnum_owner TO installer: (inherit, set)
+    admin_in: tuple[bool, bool]  # docnum_admin already in (docnum_app, docnum_reader), when both exist
+    self_grant: bool  # 16+: the installer's createrole_self_grant is 'set, inherit' (as some services set it)
+
+
+@st.composite
+def role_states(draw: st.DrawFn) -> RoleState:
+    createrole = draw(st.booleans())
+    makers = ["superuser", "other", *(["installer"] if createrole else [])]
+    made_by = {role: draw(st.sampled_from(makers)) for role in DOCNUM_ROLES if draw(st.booleans())}
+    owner_grant = None
+    if "docnum_owner" in made_by and draw(st.booleans()):
+        owner_grant = (draw(st.booleans()), draw(st.booleans()))
+    admin_in = (draw(st.booleans()), draw(st.booleans()))
+    return RoleState(createrole, draw(st.booleans()), made_by, owner_grant, admin_in, draw(st.booleans()))
+
+
+def _apply(cluster: PrivateCluster, state: RoleState) -> str:
+    """Set `state` up; return the installer's dsn to a new database it owns."""
+    with cluster.connect(autocommit=True) as su:
+        su.execute(
+            sql.SQL("CREATE ROLE prop_installer LOGIN {} {} PASSWORD {}").format(
+                sql.SQL("CREATEROLE" if state.createrole else "NOCREATEROLE"),
+                sql.SQL("INHERIT" if state.inherit else "NOINHERIT"),
+                sql.Literal(PASSWORD),
+            )
+        )
+        su.execute("CREATE ROLE prop_other LOGIN CREATEROLE PASSWORD 'other-secret'")
+        if state.self_grant and cluster.major >= 16:
+            su.execute("ALTER ROLE prop_installer SET createrole_self_grant = 'set, inherit'")
+        su.execute("CREATE DATABASE prop_db OWNER prop_installer")
+    makers = {
+        "superuser": cluster.dsn(),
+        "installer": cluster.dsn("postgres", "prop_installer", PASSWORD),
+        "other": cluster.dsn("postgres", "prop_other", "other-secret"),
+    }
+    for role, maker in state.made_by.items():
+        with psycopg.connect(makers[maker], autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {role} NOLOGIN{ROLE_OPTIONS.get(role, '')}")
+    with cluster.connect(autocommit=True) as su:
+        if state.owner_grant is not None:
+            inherit, set_ = state.owner_grant
+            options = f" WITH INHERIT {inherit}, SET {set_}" if cluster.major >= 16 else ""
+            su.execute(f"GRANT docnum_owner TO prop_installer{options}")
+        for role, present in zip(("docnum_app", "docnum_reader"), state.admin_in, strict=True):
+            if present and {role, "docnum_admin"} <= state.made_by.keys():
+                su.execute(f"GRANT {role} TO docnum_admin")
+    return cluster.dsn("prop_db", "prop_installer", PASSWORD)
+
+
+def _roles_snapshot(cluster: PrivateCluster) -> tuple[Any, ...]:
+    with cluster.connect(autocommit=True) as su:
+        roles = su.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'docnum%' ORDER BY 1").fetchall()
+        members = su.execute(
+            "SELECT roleid::regrole::text, member::regrole::text, grantor::regrole::text, admin_option"
+            + (", inherit_option, set_option" if cluster.major >= 16 else "")
+            + " FROM pg_auth_members WHERE roleid::regrole::text LIKE 'docnum%' ORDER BY 1, 2, 3"
+        ).fetchall()
+    return tuple(roles), tuple(members)
+
+
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=role_states())
+def test_property_migrate_succeeds_safely_or_stops_with_a_hint_that_works(
+    shared_cluster: PrivateCluster, state: RoleState
+) -> None:
+    """Whatever docnum roles exist, made by whom, with whatever memberships: `migrate` by a role that owns the
+    database either installs, leaving the installer without docnum_owner's rights, or fails with NB013 and
+    changes nothing; running each hint's statement as a superuser makes it go through, in a few steps; and
+    the doctor's verdict beforehand (the same requirements, checked without applying them) was right."""
+    cluster = shared_cluster
+    reset(cluster)
+    dsn = _apply(cluster, state)
+    with psycopg.connect(dsn) as conn:  # what `docnum doctor` reports, in a transaction rolled back
+        conn.execute((schema.migrations_dir() / "session.sql").read_bytes())
+        verdict = [ok for _, ok, _, _ in conn.execute("SELECT * FROM pg_temp.docnum_installer(false)")]
+        conn.rollback()
+    first_attempt = True
+    for _ in range(8):
+        before = _roles_snapshot(cluster)
+        try:
+            schema.migrate(dsn)
+        except psycopg.Error as error:
+            assert error.sqlstate == "NB013", error
+            assert not (first_attempt and all(ok is not False for ok in verdict)), "the doctor said it may"
+            first_attempt = False
+            assert not installed(dsn)
+            assert _roles_snapshot(cluster) == before
+            hint = error.diag.message_hint or ""
+            statement = hint.split(":", 1)[1].split(";", 1)[0].strip()
+            with cluster.connect("prop_db", autocommit=True) as su:
+                su.execute(statement)
+            continue
+        assert not (first_attempt and False in verdict), "the doctor said it may not"
+        break
+    else:
+        pytest.fail(f"migrate still refused after eight hints: {state}")
+    assert installed(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_has_role('docnum_owner', 'USAGE')").fetchone() == (False,)
+        assert conn.execute(
+            "SELECT pg_has_role('docnum_admin', 'docnum_app', 'MEMBER'),"
+            " pg_has_role('docnum_admin', 'docnum_reader', 'MEMBER')"
+        ).fetchone() == (True, True)
+    if cluster.major < 16 and state.owner_grant is None:
+        assert not [
+            m for m in _roles_snapshot(cluster)[1] if m[0] == "docnum_owner" and m[1] == "prop_installer"
+        ]

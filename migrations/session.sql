@@ -148,9 +148,11 @@ BEGIN
         THEN
             EXECUTE format('REVOKE INHERIT OPTION FOR docnum_owner FROM %I GRANTED BY %I', v_me, v_me);
         END IF;
+        -- (one we granted ourselves loses INHERIT above, when applying)
         SELECT m.grantor::regrole::text INTO v_grantor
         FROM pg_auth_members m
         WHERE m.roleid = 'docnum_owner'::regrole AND m.member = v_me::regrole AND m.inherit_option
+          AND m.grantor <> v_me::regrole
         LIMIT 1;
         IF v_grantor IS NOT NULL THEN
             ok := false;

@@ -566,7 +566,7 @@ def _roles_snapshot(cluster: PrivateCluster) -> tuple[Any, ...]:
     return tuple(roles), tuple(members)
 
 
-@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(state=role_states())
 def test_property_migrate_succeeds_safely_or_stops_with_a_hint_that_works(
     shared_cluster: PrivateCluster, state: RoleState

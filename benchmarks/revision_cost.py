@@ -4,14 +4,16 @@ alternated in one run.
 
     python benchmarks/revision_cost.py 0006 0007 head                  # hot counter, 8 clients
     python benchmarks/revision_cost.py 0006 head --keys 1000 --clients 32 --runs 5 --seconds 6
+    python benchmarks/revision_cost.py 0006 head queue=head+whatif.sql --clients 1 8 32 --keys 1 1000
 
-Each revision gets a scratch database on the server named by DOCNUM_DSN (or a throwaway embedded one), set
-up as run.py sets up its own (a PROJECT type, 1000 counters created up front). Then, run after run, every
-database gets one pgbench run of benchmarks/next_number.sql (or --script), in turn and each after a
+A name=REVISION+FILE engine is a what-if: the database at REVISION, then FILE run in it (as a superuser; the
+file sets its own role). Several --clients and --keys make a grid: every cell alternates the engines within
+each run. Each revision gets a scratch database on the server named by DOCNUM_DSN (or a throwaway embedded
+one), set up as run.py sets up its own (a PROJECT type, 1000 counters created up front). Then, run after run,
+every database gets one pgbench run of benchmarks/next_number.sql (or --script), in turn and each after a
 CHECKPOINT. The output is the median TPS of each revision, its runs, and its cost against the first revision
-named. run.py --before REVISION does the same for its whole grid of cells; this script is for a longer look
-at one cell, and at more than two revisions.
-"""
+named. run.py --before REVISION does the same for its whole grid of cells; this script is for a longer look at
+one cell, and at more than two revisions."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import re
 import statistics
 import subprocess
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -63,47 +66,90 @@ def pgbench(bindir: Path, dsn: str, script: Path, keys: int, clients: int, secon
     return float(found.group(1))
 
 
+@contextmanager
+def server(major: int | None) -> Iterator[tuple[str, str]]:
+    """A private server of `major` (fsync on, max_connections 300: tests/pgcluster.py), else run.py's."""
+    if major is None:
+        with server_dsn() as found:
+            yield found
+        return
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from pgcluster import PrivateCluster, postgres_bindirs
+
+    settings = {"fsync": "on", "full_page_writes": "on", "max_connections": "300"}
+    with PrivateCluster.start(postgres_bindirs(fetch=major == 17)[major], settings=settings) as cluster:
+        yield cluster.dsn(), f"private PostgreSQL {cluster.version_text}"
+
+
+def setup(server_dsn: str, spec: str, stack: ExitStack) -> tuple[str, dict[str, str]]:
+    """A scratch database for one engine: NAME, or NAME=REVISION[+FILE] (FILE run after the migration)."""
+    _, _, target = spec.partition("=")
+    revision, _, extra = (target or spec).partition("+")
+    dsn = stack.enter_context(scratch_database(server_dsn))
+    settings = prepare(dsn, None, revision)
+    if extra:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(Path(extra).read_bytes())
+    return dsn, settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "revisions", nargs="+", help="Alembic revisions (0006, head...); the first is the base"
+        "revisions",
+        nargs="+",
+        metavar="ENGINE",
+        help="Alembic revisions (0006, head...) or NAME=REVISION+FILE what-ifs; the first is the base",
     )
-    parser.add_argument("--keys", type=int, default=1, help="counters the script spreads over (default 1)")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--keys", type=int, nargs="+", default=[1], help="counters the script spreads over")
+    parser.add_argument("--clients", type=int, nargs="+", default=[8])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--script", type=Path, default=HERE / "next_number.sql")
+    parser.add_argument(
+        "--major", type=int, choices=[15, 16, 17, 18], help="a private server of this major (fsync on)"
+    )
     args = parser.parse_args(argv)
     if len(args.revisions) < 2:
-        parser.error("name at least two revisions: the base and one to compare")
+        parser.error("name at least two engines: the base and one to compare")
 
     bindir = embedded.pg_bindir()
-    tps: dict[str, list[float]] = {revision: [] for revision in args.revisions}
+    names = [spec.partition("=")[0] for spec in args.revisions]
+    cells = [(keys, clients) for keys in args.keys for clients in args.clients]
+    tps: dict[tuple[int, int], dict[str, list[float]]] = {
+        cell: {name: [] for name in names} for cell in cells
+    }
     with ExitStack() as stack:
-        server, where = stack.enter_context(server_dsn())
+        server_dsn, where = stack.enter_context(server(args.major))
         dsns = {}
-        for revision in args.revisions:
-            dsns[revision] = stack.enter_context(scratch_database(server))
-            settings = prepare(dsns[revision], None, revision)
+        for name, spec in zip(names, args.revisions, strict=True):
+            dsns[name], settings = setup(server_dsn, spec, stack)
         for run in range(1, args.runs + 1):
-            for revision, dsn in dsns.items():
-                checkpoint(dsn)
-                tps[revision].append(pgbench(bindir, dsn, args.script, args.keys, args.clients, args.seconds))
-                print(f"run {run} {revision}: {tps[revision][-1]:,.0f} tps", file=sys.stderr)
-        with psycopg.connect(server) as conn:
+            for keys, clients in cells:
+                order = list(dsns.items())
+                if run % 2 == 0:  # alternate who goes first
+                    order.reverse()
+                for name, dsn in order:
+                    checkpoint(dsn)
+                    value = pgbench(bindir, dsn, args.script, keys, clients, args.seconds)
+                    tps[(keys, clients)][name].append(value)
+                    print(f"run {run} {keys} key(s) c={clients} {name}: {value:,.0f} tps", file=sys.stderr)
+        with psycopg.connect(server_dsn) as conn:
             row = conn.execute("SELECT current_setting('server_version')").fetchone()
-    base = statistics.median(tps[args.revisions[0]])
     print(
-        f"{args.script.name}, {args.keys} counter(s), {args.clients} clients, {args.runs} alternated runs x "
-        f"{args.seconds} s; {where}, PostgreSQL {row[0] if row else '?'}, fsync={settings['fsync']}"
+        f"{args.script.name}, {args.runs} alternated runs x {args.seconds} s per cell; {where}, PostgreSQL "
+        f"{row[0] if row else '?'}, fsync={settings['fsync']}; median tps, and against {names[0]}"
     )
-    for revision, values in tps.items():
-        median = statistics.median(values)
-        cost = "" if revision == args.revisions[0] else f"  cost {1 - median / base:+.1%}"
-        runs = ", ".join(f"{value:,.0f}" for value in values)
-        print(f"  {revision:>6}: median {median:,.0f} tps ({runs}){cost}")
+    print(f"{'keys':>5} {'clients':>7}  " + "  ".join(f"{name:>16}" for name in names))
+    for keys, clients in cells:
+        base = statistics.median(tps[(keys, clients)][names[0]])
+        columns = []
+        for name in names:
+            median = statistics.median(tps[(keys, clients)][name])
+            columns.append(f"{median:>8,.0f}" + ("" if name == names[0] else f" {median / base - 1:+6.1%}"))
+        print(f"{keys:>5} {clients:>7}  " + "  ".join(f"{column:>16}" for column in columns))
     return 0
 
 

@@ -116,8 +116,8 @@ BEGIN
         END IF;
         RETURN NEW;
     END IF;
-    -- The fair queue's advisory keys use the two-int4 form (class, counter_id), so ids must fit in int4; a period
-    -- is '' (no reset), YYYY or YYYY-MM, with a year from 1000 to 9999 like every document date.
+    -- Counter ids stay within int4 (they always have); a period is '' (no reset), YYYY or YYYY-MM, with a year
+    -- from 1000 to 9999 like every document date.
     IF NEW.counter_id NOT BETWEEN 1 AND 2147483647 OR NEW.period !~ '^([1-9][0-9]{3}(-(0[1-9]|1[0-2]))?)?$' THEN
         RAISE EXCEPTION 'new row for relation "counter" violates check constraint "%"', TG_NAME
             USING ERRCODE = 'check_violation', SCHEMA = 'docnum', TABLE = 'counter', CONSTRAINT = TG_NAME,
@@ -130,6 +130,38 @@ $$;
 
 CREATE TRIGGER counter_identity_check BEFORE INSERT OR UPDATE OF counter_id, document_type, scope_value, period
     ON docnum.counter FOR EACH ROW EXECUTE FUNCTION docnum._counter_identity_check();
+
+-- The queue in front of each counter: one row per counter, made with it and never changed. Allocations take
+-- turns on a counter by locking its queue row (FOR UPDATE): the lock manager queues the waiters for a row that
+-- does not change in arrival order, so every waiter is served in turn, without a bound and without a stampede
+-- (the counter row itself gets a new version from every allocation, which sends its waiters after the newest one
+-- all at once). Only a role that may UPDATE this table can lock its rows, that is docnum's own functions: no
+-- other role of the database can take a counter's turn or hold up its queue. It repeats the counter's key, so
+-- an allocation finds its counter's turn, and takes it, in one index probe.
+CREATE TABLE docnum.counter_queue (
+    document_type text NOT NULL,
+    scope_value   text NOT NULL,
+    period        text NOT NULL,
+    counter_id    bigint NOT NULL CONSTRAINT counter_queue_counter_key UNIQUE,
+    CONSTRAINT counter_queue_pkey PRIMARY KEY (document_type, scope_value, period)
+);
+COMMENT ON TABLE docnum.counter_queue IS
+    'The turn of each counter: allocations lock its row (FOR UPDATE) and are served in arrival order';
+
+-- Every new counter gets its queue row in the same transaction.
+CREATE FUNCTION docnum._counter_queue_row() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO docnum.counter_queue (document_type, scope_value, period, counter_id)
+    VALUES (NEW.document_type, NEW.scope_value, NEW.period, NEW.counter_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER counter_queue_row AFTER INSERT ON docnum.counter
+    FOR EACH ROW EXECUTE FUNCTION docnum._counter_queue_row();
 
 CREATE TABLE docnum.ledger (
     number_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,7 +1,6 @@
 -- docnum: the rules every command shares, each in one function. What counts as a visible text and a scope value,
 -- how a type code is looked up (NB001), how long an operation waits for a counter and how it sets that limit,
--- the advisory key of a counter's fair queue, how an audit row is written outside the hot path, and how the
--- metrics count waits and failures.
+-- how an audit row is written outside the hot path, and how the metrics count waits and failures.
 -- The hot path (docnum._prepare, docnum._issue) calls the rules written in SQL, which the planner inlines, and
 -- calls a PL/pgSQL rule only to explain a refusal: a PL/pgSQL call costs some 10-15 k instructions.
 
@@ -131,17 +130,6 @@ $$;
 CREATE FUNCTION docnum._set_lock_timeout(p_value text) RETURNS text
 LANGUAGE sql VOLATILE
 RETURN pg_catalog.set_config('lock_timeout', p_value, true);
-
--- A counter's place in the fair queue in front of its row lock (see docnum._lock_counter): the transaction-scoped
--- advisory lock (1685021550, counter_id). The class 1685021550 appears here and nowhere else.
-CREATE FUNCTION docnum._queue_try_lock(p_counter_id bigint) RETURNS boolean
-LANGUAGE sql VOLATILE
-RETURN pg_catalog.pg_try_advisory_xact_lock(1685021550, p_counter_id::integer);
-
--- Waits (under lock_timeout) for a counter's place in the fair queue; see docnum._queue_try_lock().
-CREATE FUNCTION docnum._queue_lock(p_counter_id bigint) RETURNS void
-LANGUAGE sql VOLATILE
-RETURN pg_catalog.pg_advisory_xact_lock(1685021550, p_counter_id::integer);
 
 -- Writes one audit row and returns its id; every audit row outside the hot path is written here (docnum._issue
 -- writes its own, inline). Who, from where and when come from the table's defaults.

@@ -1,20 +1,16 @@
 -- docnum: allocation. reserve_number / confirm_number / cancel_number / next_number / expire_reservations.
--- Allocation in one counter is serialised by the counter's row lock, which only docnum's functions can take, with
--- a fair queue in front of it (docnum._lock_counter); everything that can be computed before the lock is.
+-- Allocations of one counter take turns: each locks the counter's queue row (docnum.counter_queue), which only
+-- docnum's functions can lock and which serves its waiters in arrival order, then advances the counter;
+-- everything that can be computed before the turn is.
 
 -- Every transaction that writes numbers commits with synchronous_commit at least 'on': its commit returns only once
 -- the commit record is flushed locally and, when synchronous standbys are configured, on them. 'off', 'local' and
--- 'remote_write' are raised to 'on' for this transaction; 'on' and the stronger 'remote_apply' are kept.
-CREATE FUNCTION docnum._durable_commit() RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF current_setting('synchronous_commit') NOT IN ('on', 'remote_apply') THEN
-        PERFORM set_config('synchronous_commit', 'on', true);
-    END IF;
-END
-$$;
+-- 'remote_write' are raised to 'on' for this transaction; 'on' and the stronger 'remote_apply' are kept. One SQL
+-- expression, which the planner inlines where it is called (it returns the setting made, or NULL).
+CREATE FUNCTION docnum._durable_commit() RETURNS text
+LANGUAGE sql VOLATILE
+RETURN CASE WHEN pg_catalog.current_setting('synchronous_commit') IN ('on', 'remote_apply') THEN NULL
+            ELSE pg_catalog.set_config('synchronous_commit', 'on', true) END;
 
 -- Refuses to write where a number could not be made durable (hot standby, read-only transaction), and makes
 -- this transaction's commit durable.
@@ -93,14 +89,13 @@ BEGIN
 END
 $$;
 
--- Finds or creates the counter of (type, scope, period) and locks it for this transaction, waiting at most the
--- limit of docnum._lock_limit_ms (NB003 when it runs out). Returns the locked counter row.
--- What excludes other allocations is the counter's row lock (FOR NO KEY UPDATE), which only a role that may
--- UPDATE docnum.counter can take: docnum_owner, that is docnum's own functions. In front of it, waiters queue on
--- the counter's advisory lock, which the lock manager grants in arrival order, so every waiter gets its turn
--- (a row lock lets a newcomer overtake the queue). Any role can take an advisory key, so that queue is only a
--- hint: the wait for it is bounded, and a waiter that gives up goes on to the row lock. A stranger holding the
--- key can cost fairness and a bounded delay, never an allocation.
+-- Finds or creates the counter of (type, scope, period) and takes its turn for this transaction, waiting at most
+-- the limit of docnum._lock_limit_ms (NB003 when it runs out). Returns the counter row, locked.
+-- The turn is the lock of the counter's queue row (docnum.counter_queue, FOR UPDATE): its waiters are served in
+-- arrival order, and only docnum's functions can take it, so nothing another role does can hold a counter up.
+-- The counter row is then locked outside any subtransaction: a lock taken in one and followed by the UPDATE
+-- would leave a MultiXact on the row, whose old versions index scans can then no longer skip (after a burst,
+-- every later lookup of the counter walked them until VACUUM).
 -- The counter is looked up before it is created: an INSERT ... ON CONFLICT would use up an identity value on
 -- every call.
 CREATE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
@@ -109,20 +104,18 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_hint_ms     constant bigint := 100::bigint;   -- the longest wait in the fair queue, ms
     v_session     text := current_setting('lock_timeout');
     v_limit_ms    bigint := docnum._lock_limit_ms(p_type.lock_timeout);
-    v_started     timestamptz := clock_timestamp();
-    v_left_ms     bigint;
     v_counter_id  bigint;
     v_counter     docnum.counter;
 BEGIN
     SELECT c.counter_id INTO v_counter_id
       FROM docnum.counter c
      WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = p_period;
+    PERFORM docnum._set_lock_timeout(v_limit_ms::text);
     IF v_counter_id IS NULL THEN
-        -- A new counter. Another transaction creating the same one makes this INSERT wait for its outcome.
-        PERFORM docnum._set_lock_timeout(v_limit_ms::text);
+        -- A new counter (a trigger adds its queue row). Another transaction creating the same one makes this
+        -- INSERT wait for its outcome.
         BEGIN
             INSERT INTO docnum.counter AS c (document_type, scope_value, period)
             VALUES (p_type.code, p_scope, p_period)
@@ -138,27 +131,22 @@ BEGIN
         END IF;
     END IF;
 
-    -- The fair queue (a hint, see above).
-    PERFORM docnum._set_lock_timeout(CASE WHEN v_limit_ms = 0 THEN c_hint_ms
-                                          ELSE least(v_limit_ms, c_hint_ms) END::text);
+    -- The counter's turn, in arrival order, within the limit.
     BEGIN
-        PERFORM docnum._queue_lock(v_counter_id);
-    EXCEPTION WHEN lock_not_available THEN
-        NULL;  -- the holder may be no allocation at all: go on to the lock that decides
-    END;
-
-    -- The lock that decides, within what is left of the limit.
-    v_left_ms := CASE WHEN v_limit_ms = 0 THEN 0
-                      ELSE greatest(v_limit_ms - (extract(epoch FROM clock_timestamp() - v_started) * 1000)::bigint,
-                                    1) END;
-    PERFORM docnum._set_lock_timeout(v_left_ms::text);
-    BEGIN
-        SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter_id
-           FOR NO KEY UPDATE;
+        PERFORM FROM docnum.counter_queue q WHERE q.counter_id = v_counter_id FOR UPDATE;
+        IF NOT FOUND THEN
+            -- A queue row cannot go missing (only the owner could delete it); should it, it is made again.
+            INSERT INTO docnum.counter_queue (document_type, scope_value, period, counter_id)
+            VALUES (p_type.code, p_scope, p_period, v_counter_id)
+            ON CONFLICT DO NOTHING;
+            PERFORM FROM docnum.counter_queue q WHERE q.counter_id = v_counter_id FOR UPDATE;
+        END IF;
     EXCEPTION WHEN lock_not_available THEN
         PERFORM docnum._raise_lock_timeout(p_type.code, p_scope, p_period, v_limit_ms);
     END;
     PERFORM docnum._set_lock_timeout(v_session);
+    -- The counter itself, free now unless a writer that did not take the turn holds it.
+    SELECT c.* INTO STRICT v_counter FROM docnum.counter c WHERE c.counter_id = v_counter_id FOR NO KEY UPDATE;
     RETURN v_counter;
 END
 $$;
@@ -200,19 +188,22 @@ BEGIN
         v_tail := replace(to_char(p_date::timestamp, p_type.tail_pattern), '{SCOPE}', p_scope);
     END IF;
 
-    -- Fast path: the counter exists and no other transaction holds it. One statement finds it, takes its lock
-    -- and advances it. The CASE makes sure the try-lock runs only on the row that matches the key, whatever
-    -- order the plan evaluates the conditions in: no other counter's lock is ever taken.
-    -- The same UPDATE counts the allocation for the metrics; it waited for nothing.
-    UPDATE docnum.counter c
-       SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
-           reservations = c.reservations + (p_token IS NOT NULL)::integer, allocations = c.allocations + 1
-     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
-       AND CASE WHEN c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
-                THEN docnum._queue_try_lock(c.counter_id) END
-    RETURNING c.counter_id, c.current_value INTO v_counter_id, v_value;
-    IF v_counter_id IS NULL THEN
-        -- The counter is missing or busy: create it, or wait for it (and time the wait).
+    -- Fast path: the counter exists and its turn is free. One probe finds the turn and takes it (SKIP LOCKED:
+    -- a taken turn is not waited for here), the UPDATE advances the counter and counts the allocation for the
+    -- metrics; it waited for nothing.
+    SELECT q.counter_id INTO v_counter_id
+      FROM docnum.counter_queue q
+     WHERE q.document_type = p_type.code AND q.scope_value = p_scope AND q.period = v_period
+       FOR UPDATE SKIP LOCKED;
+    IF v_counter_id IS NOT NULL THEN
+        UPDATE docnum.counter c
+           SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
+               reservations = c.reservations + (p_token IS NOT NULL)::integer, allocations = c.allocations + 1
+         WHERE c.counter_id = v_counter_id
+        RETURNING c.current_value INTO v_value;
+    END IF;
+    IF v_value IS NULL THEN
+        -- The counter is missing or its turn taken: create it, or wait for the turn (and time the wait).
         v_waited := clock_timestamp();
         v_counter_id := (docnum._lock_counter(p_type, p_scope, v_period)).counter_id;
         v_wait := date_part('epoch', clock_timestamp() - v_waited);
@@ -438,18 +429,22 @@ BEGIN
         v_tail := replace(to_char(p_date::timestamp, p_type.tail_pattern), '{SCOPE}', p_scope);
     END IF;
 
-    -- Fast path as in _issue: an existing, idle counter with room for the batch is locked and advanced at once.
-    -- A batch always issues p_count numbers, so the fast path counts them at once, as _issue does.
-    UPDATE docnum.counter c
-       SET current_value = c.current_value + p_count, last_used_at = now(), issued = c.issued + p_count,
-           reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
-           allocations = c.allocations + 1
-     WHERE c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
-       AND c.current_value <= p_type.max_value - p_count
-       AND CASE WHEN c.document_type = p_type.code AND c.scope_value = p_scope AND c.period = v_period
-                THEN docnum._queue_try_lock(c.counter_id) END
-    RETURNING c.counter_id, c.current_value - p_count INTO v_counter_id, v_last;
-    IF v_counter_id IS NULL THEN
+    -- Fast path as in _issue: the turn of an existing counter is free, and the counter has room for the batch:
+    -- it is advanced at once. A batch always issues p_count numbers, so the fast path counts them at once, as
+    -- _issue does. Without room, the slow path below (which finds the turn already held) explains it.
+    SELECT q.counter_id INTO v_counter_id
+      FROM docnum.counter_queue q
+     WHERE q.document_type = p_type.code AND q.scope_value = p_scope AND q.period = v_period
+       FOR UPDATE SKIP LOCKED;
+    IF v_counter_id IS NOT NULL THEN
+        UPDATE docnum.counter c
+           SET current_value = c.current_value + p_count, last_used_at = now(), issued = c.issued + p_count,
+               reservations = c.reservations + CASE WHEN p_ttl IS NULL THEN 0 ELSE p_count END,
+               allocations = c.allocations + 1
+         WHERE c.counter_id = v_counter_id AND c.current_value <= p_type.max_value - p_count
+        RETURNING c.current_value - p_count INTO v_last;
+    END IF;
+    IF v_last IS NULL THEN
         -- Missing, busy or near its end: create it or wait for it (timed), then look at what is left.
         v_waited := clock_timestamp();
         SELECT c.counter_id, c.current_value INTO v_counter_id, v_last

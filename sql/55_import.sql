@@ -132,26 +132,17 @@ BEGIN
                             WHERE c2.document_type = r.document_type AND c2.scope_value = r.scope_value
                               AND c2.period = r.period)
         ON CONFLICT ON CONSTRAINT counter_key DO NOTHING;
-        -- The counters' row locks (what excludes allocations, see docnum._lock_counter), taken in id order.
-        PERFORM FROM docnum.counter c
-         WHERE c.counter_id IN (SELECT c2.counter_id
+        -- The counters' turns (see docnum._lock_counter), in id order: an allocation waits for this import in its
+        -- counter's queue, under its own lock limit.
+        PERFORM FROM docnum.counter_queue q
+         WHERE q.counter_id IN (SELECT c2.counter_id
                                   FROM unnest(v_rows) r
                                   JOIN docnum.counter c2
                                     ON c2.document_type = r.document_type AND c2.scope_value = r.scope_value
                                    AND c2.period = r.period
                                  WHERE r.problem IS NULL)
-         ORDER BY c.counter_id
-           FOR NO KEY UPDATE;
-        -- And, where free, their places in the fair queue: an allocation then waits for this import in the queue,
-        -- under its own lock limit, rather than on the row lock its fast path would otherwise meet.
-        PERFORM docnum._queue_try_lock(c.counter_id)
-           FROM docnum.counter c
-          WHERE c.counter_id IN (SELECT c2.counter_id
-                                   FROM unnest(v_rows) r
-                                   JOIN docnum.counter c2
-                                     ON c2.document_type = r.document_type AND c2.scope_value = r.scope_value
-                                    AND c2.period = r.period
-                                  WHERE r.problem IS NULL);
+         ORDER BY q.counter_id
+           FOR UPDATE;
     EXCEPTION WHEN lock_not_available THEN
         RAISE EXCEPTION 'timed out waiting for a counter to import into'
             USING ERRCODE = 'NB003',
@@ -160,6 +151,17 @@ BEGIN
                   HINT = 'Retry the import; it changes nothing until it succeeds.';
     END;
     PERFORM docnum._set_lock_timeout(v_session_lock_timeout);
+    -- Then the counters themselves, outside the subtransaction above (see docnum._lock_counter: no MultiXact on
+    -- a counter row), free now unless a writer that did not take their turns holds one.
+    PERFORM FROM docnum.counter c
+     WHERE c.counter_id IN (SELECT c2.counter_id
+                              FROM unnest(v_rows) r
+                              JOIN docnum.counter c2
+                                ON c2.document_type = r.document_type AND c2.scope_value = r.scope_value
+                               AND c2.period = r.period
+                             WHERE r.problem IS NULL)
+     ORDER BY c.counter_id
+       FOR NO KEY UPDATE;
 
     -- 3. Under the locks: compare with the ledger, insert, move counters, audit, report.
     RETURN QUERY

@@ -174,11 +174,13 @@ def test_a_different_counter_is_not_blocked(
 
 
 def counters_locked_by(db: Conn, session: Conn) -> set[tuple[str, str, str]]:
-    """The (type, scope value, period) of every counter whose advisory lock `session` holds."""
+    """The (type, scope value, period) of every counter whose turn (its docnum.counter_queue row) `session`
+    holds: rows locked right now (a SKIP LOCKED read passes them over) whose locker is the session's
+    transaction."""
     rows = db.execute(
-        "SELECT c.document_type, c.scope_value, c.period FROM pg_locks l"
-        " JOIN docnum.counter c ON c.counter_id = l.objid::bigint"
-        " WHERE l.locktype = 'advisory' AND l.classid = 1685021550 AND l.objsubid = 2 AND l.pid = %s",
+        "SELECT q.document_type, q.scope_value, q.period FROM docnum.counter_queue q"
+        " JOIN pg_stat_activity a ON a.backend_xid = q.xmax AND a.pid = %s"
+        " WHERE q.counter_id NOT IN (SELECT f.counter_id FROM docnum.counter_queue f FOR UPDATE SKIP LOCKED)",
         (session.info.backend_pid,),
     ).fetchall()
     return set(rows)

@@ -104,7 +104,8 @@ def test_a_stranger_holding_every_advisory_key_cannot_block_allocation(
 def test_allocations_queue_behind_each_other_while_a_stranger_holds_the_key(
     db: Conn, connect: Connect, cor: str, stranger: str
 ) -> None:
-    """The row lock still serialises allocations when the fair queue is taken by someone else."""
+    """An advisory key is nothing to docnum any more: allocations still take turns, the waiter waiting for the
+    holder (not for the stranger)."""
     next_number(db, cor)
     attacker = as_role(connect(autocommit=True), stranger)
     attacker.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, counter_id(db, cor)))
@@ -112,13 +113,41 @@ def test_allocations_queue_behind_each_other_while_a_stranger_holds_the_key(
     waiter = connect(autocommit=True)
     assert next_number(holder, cor) == "COR-00002"
     waiting = in_thread(lambda: next_number(waiter, cor))
-    # First it waits (briefly) in the queue the stranger blocks, then for the holder's row lock.
     deadline = time.monotonic() + 10
     while holder.info.backend_pid not in wait_until_blocked(db, waiter.info.backend_pid):
         assert time.monotonic() < deadline, "the waiter never waited for the holder"
     holder.commit()
     assert waiting.result(timeout=10) == "COR-00003"
     assert [row["sequence_value"] for row in ledger_rows(db, cor)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("role", ["docnum_reader", "docnum_app", "docnum_admin"])
+def test_no_docnum_role_can_take_or_block_a_counters_turn(
+    db: Conn, connect: Connect, cor: str, role: str
+) -> None:
+    """A counter's turn is the lock of its docnum.counter_queue row, which needs UPDATE on the table: no role
+    has it. The strongest table lock a role may take there (ACCESS SHARE, with SELECT) blocks no
+    allocation."""
+    next_number(db, cor)
+    other = as_role(connect(), role)
+    for statement in (
+        "SELECT * FROM docnum.counter_queue FOR UPDATE",
+        "SELECT * FROM docnum.counter_queue FOR NO KEY UPDATE",
+        "SELECT * FROM docnum.counter_queue FOR SHARE",
+        "SELECT * FROM docnum.counter_queue FOR KEY SHARE",
+        "LOCK TABLE docnum.counter_queue IN ROW SHARE MODE",
+        "LOCK TABLE docnum.counter IN ROW SHARE MODE",
+    ):
+        assert error_of(lambda s=statement: other.execute(s)).sqlstate == "42501", statement  # type: ignore[misc]
+        other.rollback()
+        as_role(other, role)
+    if role != "docnum_app":  # docnum_app may not read the queue at all
+        other.execute("LOCK TABLE docnum.counter_queue, docnum.counter IN ACCESS SHARE MODE")
+    app = connect(autocommit=True)
+    app.execute("SET statement_timeout = '5s'")
+    assert next_number(app, cor) == "COR-00002"
+    assert reserve(app, cor)["document_number"] == "COR-00003"
+    other.rollback()
 
 
 def test_a_stranger_cannot_take_the_lock_that_excludes(
@@ -129,7 +158,10 @@ def test_a_stranger_cannot_take_the_lock_that_excludes(
     for statement in (
         "SELECT * FROM docnum.counter FOR NO KEY UPDATE",
         "SELECT * FROM docnum.counter FOR KEY SHARE",
+        "SELECT * FROM docnum.counter_queue FOR UPDATE",
+        "SELECT * FROM docnum.counter_queue FOR KEY SHARE",
         "LOCK TABLE docnum.counter IN ACCESS SHARE MODE",
+        "LOCK TABLE docnum.counter_queue IN ACCESS SHARE MODE",
         "LOCK TABLE docnum.ledger IN ACCESS SHARE MODE",
         "SELECT docnum.next_number('COR')",
     ):

@@ -240,3 +240,36 @@ def test_revision_0007_counts_the_numbers_issued_before_it(server_info: ServerIn
 )
 def test_the_schema_dump_ignores_only_the_column_stamp(line: str, expected: str) -> None:
     assert _without_server_stamps(line) == expected
+
+
+def test_revision_0009_gives_every_existing_counter_its_queue_row(
+    server_info: ServerInfo, pg_bindir: Path
+) -> None:
+    """Counters made before 0009 get their turn (a docnum.counter_queue row) and keep numbering from where
+    they were; stepping down to 0008 restores its schema exactly."""
+    name = _dbname("data9")
+    with server_info.scratch_database(name) as dsn:
+        schema.migrate(dsn, "0008")
+        with server_info.connect(name, autocommit=True) as conn:
+            conn.execute(
+                "SELECT docnum.define_type(code => 'OLD', format => '{SCOPE}-{SEQ}', scope => 'PROJECT')"
+            )
+            for scope in ("A", "B", "A"):
+                conn.execute("SELECT docnum.next_number('OLD', %s)", (scope,))
+        released = dump_schema(server_info, name, pg_bindir)
+        schema.migrate(dsn, "0009")
+        with server_info.connect(name, autocommit=True) as conn:
+            queued = conn.execute(
+                "SELECT q.scope_value, q.counter_id = c.counter_id FROM docnum.counter_queue q"
+                " JOIN docnum.counter c USING (document_type, scope_value, period) ORDER BY 1"
+            ).fetchall()
+            assert queued == [("A", True), ("B", True)]
+            assert conn.execute("SELECT docnum.next_number('OLD', 'A')").fetchone() == ("A-3",)
+            assert conn.execute("SELECT docnum.next_number('OLD', 'C')").fetchone() == ("C-1",)
+            assert conn.execute("SELECT count(*) FROM docnum.counter_queue").fetchone() == (3,)
+        schema.downgrade(dsn, "0008")
+        with server_info.connect(name, autocommit=True) as conn:
+            assert conn.execute("SELECT docnum.next_number('OLD', 'B')").fetchone() == ("B-2",)
+        assert_same_schema(
+            released, dump_schema(server_info, name, pg_bindir), "upgrade 0008", "0009, then 0008"
+        )

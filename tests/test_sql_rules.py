@@ -216,15 +216,17 @@ def test_allocation_administration_and_import_refuse_the_same_scope_values(
 
 
 def test_shared_rules_are_written_once_in_the_source() -> None:
-    """The queue's lock class, lock_timeout changes and audit inserts each have one home in 15_rules.sql
-    (an allocation writes no audit row: its ledger row is its record, from revision 0005)."""
+    """lock_timeout changes and audit inserts each have one home in 15_rules.sql (an allocation writes no
+    audit row: its ledger row is its record, from revision 0005); a counter's turn is taken by allocation and
+    import only, and no advisory lock is left (any role can take an advisory key)."""
     source = {path.name: path.read_text(encoding="utf-8") for path in schema.sql_files()}
 
     def count(pattern: str) -> dict[str, int]:
         counts = {name: len(re.findall(pattern, text)) for name, text in source.items()}
         return {name: n for name, n in counts.items() if n}
 
-    assert set(count(r"1685021550")) == {"15_rules.sql"}
+    assert count(r"advisory") == {}
+    assert set(count(r"FROM docnum\.counter_queue q")) == {"30_allocation.sql", "55_import.sql"}
     assert count(r"set_config\('lock_timeout'") == {"15_rules.sql": 1}
     assert count(r"INSERT INTO docnum\.audit_log") == {"15_rules.sql": 1}
     assert count(r"ERRCODE = 'NB001'") == {"15_rules.sql": 1}

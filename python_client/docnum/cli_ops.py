@@ -35,8 +35,14 @@ __all__ = ["Check", "doctor_checks", "mask_password", "parse_duration", "registe
 #: `docnum server status` when the server is not running (pg_ctl status, systemctl status and LSB say 3).
 EXIT_NOT_RUNNING = 3
 
-#: The class (first key) of docnum's advisory locks on counters (sql/30_allocation.sql).
-COUNTER_LOCK_CLASS = 1685021550
+#: A transaction that took a counter's turn holds this lock on docnum.counter_queue until it ends (the row
+#: lock of the turn itself is not in pg_locks).
+TURN_LOCK = (
+    "l.locktype = 'relation' AND l.mode = 'RowShareLock' AND l.relation = (SELECT c.oid"
+    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = 'docnum' AND c.relname = 'counter_queue')"
+    " AND l.granted"
+)
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -381,13 +387,11 @@ def _held_counters(conn: psycopg.Connection[Any]) -> list[Check]:
         "SELECT x.gid, x.prepared, x.owner FROM pg_catalog.pg_prepared_xacts x"
         " WHERE x.database = pg_catalog.current_database() ORDER BY x.prepared"
     ).fetchall()
-    # Locks of prepared transactions have no pid; counter locks are advisory, of class COUNTER_LOCK_CLASS.
+    # Locks of prepared transactions have no pid.
     prepared_counters = _one(
         conn,
-        "SELECT count(*) FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' AND l.pid IS NULL"
-        " AND l.classid = %s::oid AND l.objsubid = 2 AND l.granted"
+        f"SELECT count(*) FROM pg_catalog.pg_locks l WHERE l.pid IS NULL AND {TURN_LOCK}"
         " AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
-        (COUNTER_LOCK_CLASS,),
     )
     checks = []
     if not prepared:
@@ -397,7 +401,7 @@ def _held_counters(conn: psycopg.Connection[Any]) -> list[Check]:
             f"{gid!r} (since {when:%Y-%m-%d %H:%M}, {owner})" for gid, when, owner in prepared[:3]
         )
         status = "fail" if prepared_counters else "warn"
-        held = f"; they hold {prepared_counters} counter(s)" if prepared_counters else ""
+        held = f"; {prepared_counters} of them hold a counter's turn" if prepared_counters else ""
         checks.append(
             Check(
                 "prepared transactions",
@@ -409,10 +413,8 @@ def _held_counters(conn: psycopg.Connection[Any]) -> list[Check]:
     idle = conn.execute(
         "SELECT DISTINCT a.pid, a.usename, a.application_name, now() - a.state_change"
         " FROM pg_catalog.pg_stat_activity a JOIN pg_catalog.pg_locks l ON l.pid = a.pid"
-        " WHERE a.state LIKE 'idle in transaction%%' AND l.locktype = 'advisory' AND l.granted"
-        "   AND l.classid = %s::oid AND l.objsubid = 2 AND a.datname = current_database()"
-        " ORDER BY 1",
-        (COUNTER_LOCK_CLASS,),
+        f" WHERE a.state = 'idle in transaction' AND {TURN_LOCK} AND a.datname = current_database()"
+        " ORDER BY 1"
     ).fetchall()
     if not idle:
         checks.append(Check("idle transactions", "ok", "no idle-in-transaction session holds a counter"))

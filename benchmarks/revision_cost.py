@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -87,9 +87,15 @@ def setup(server_dsn: str, spec: str, stack: ExitStack) -> tuple[str, dict[str, 
     revision, _, extra = (target or spec).partition("+")
     dsn = stack.enter_context(scratch_database(server_dsn))
     settings = prepare(dsn, None, revision)
-    if extra:
-        with psycopg.connect(dsn) as conn:
-            conn.execute(Path(extra).read_bytes())
+    if extra:  # psql runs it as a script: statements one by one, VACUUM included
+        params = conninfo_to_dict(dsn)
+        env = {**os.environ, "PGPASSWORD": str(params.get("password") or "")}
+        target = make_conninfo(**{k: str(v) for k, v in params.items() if k != "password"})
+        subprocess.run(
+            [str(embedded.pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", extra, target],
+            env=env,
+            check=True,
+        )
     return dsn, settings
 
 

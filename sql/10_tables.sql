@@ -182,8 +182,11 @@ CREATE TABLE docnum.ledger (
     voided_at          timestamptz,
     cancel_reason      text,
     void_reason        text,
-    replaces_number_id bigint REFERENCES docnum.ledger (number_id),
-    replaced_by_number_id bigint REFERENCES docnum.ledger (number_id),
+    -- A replacement and the number it replaces name each other (void_and_replace); both links are checked by
+    -- docnum._ledger_verify_row below, as the foreign keys ledger_replaces_number_id_fkey and
+    -- ledger_replaced_by_number_id_fkey did (a number is never deleted, so a link found stays good).
+    replaces_number_id bigint,
+    replaced_by_number_id bigint,
     request_id         text,   -- the caller's key for the call that issued it (reserve_number, next_number)
     -- An allocation (RESERVE, NEXT, REPLACE) is audited by its ledger row, not by an audit_log row: audit_id is
     -- its place in the audit trail, drawn from audit_log's own identity sequence, with who issued it from where
@@ -244,8 +247,9 @@ END
 $$;
 
 -- The ledger's rules for a row written by anyone but docnum's own functions: the row rules, as the CHECK
--- ledger_row_check, and its counter, of its type, as the foreign key ledger_counter_fkey (MATCH SIMPLE: a
--- number without a counter has none to check). Raises what those raised. A NULL in a NOT NULL column is left to
+-- ledger_row_check; its counter, of its type, as the foreign key ledger_counter_fkey (MATCH SIMPLE: a
+-- number without a counter has none to check); the numbers it replaces or is replaced by, as the foreign keys
+-- ledger_replaces_number_id_fkey and ledger_replaced_by_number_id_fkey. Raises what those raised. A NULL in a NOT NULL column is left to
 -- its NOT NULL constraint, which PostgreSQL checked before any CHECK. Counters are permanent and their identity
 -- never changes, so the counter found stays the number's counter without a lock.
 CREATE FUNCTION docnum._ledger_verify_row() RETURNS trigger
@@ -269,6 +273,24 @@ BEGIN
                   CONSTRAINT = 'ledger_counter_fkey',
                   DETAIL = pg_catalog.format('Key (counter_id, document_type)=(%s, %s) is not present in table '
                                              '"counter".', NEW.counter_id, NEW.document_type);
+    END IF;
+    IF NEW.replaces_number_id IS NOT NULL AND NOT EXISTS (
+           SELECT FROM docnum.ledger l WHERE l.number_id = NEW.replaces_number_id) THEN
+        RAISE EXCEPTION 'insert or update on table "ledger" violates foreign key constraint '
+                        '"ledger_replaces_number_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_replaces_number_id_fkey',
+                  DETAIL = pg_catalog.format('Key (replaces_number_id)=(%s) is not present in table "ledger".',
+                                             NEW.replaces_number_id);
+    END IF;
+    IF NEW.replaced_by_number_id IS NOT NULL AND NOT EXISTS (
+           SELECT FROM docnum.ledger l WHERE l.number_id = NEW.replaced_by_number_id) THEN
+        RAISE EXCEPTION 'insert or update on table "ledger" violates foreign key constraint '
+                        '"ledger_replaced_by_number_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_replaced_by_number_id_fkey',
+                  DETAIL = pg_catalog.format('Key (replaced_by_number_id)=(%s) is not present in table "ledger".',
+                                             NEW.replaced_by_number_id);
     END IF;
     RETURN NEW;
 END

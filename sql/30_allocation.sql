@@ -33,10 +33,12 @@ $$;
 
 -- Loads a type and validates the arguments every allocation shares; returns the type and the normalised
 -- scope value ('' when the type takes none) and document date. Nothing is locked or written.
+-- Like docnum._issue and docnum._issue_batch, it runs with the search_path its caller pinned (only docnum's
+-- SECURITY DEFINER functions, all with search_path = pg_catalog, pg_temp, may call it) and sets none of its own:
+-- a SET clause costs every call a save and restore of the setting, on the hot path.
 CREATE FUNCTION docnum._prepare(p_code text, p_scope text, p_actor text, p_date date,
                                 OUT o_type docnum.document_type, OUT o_scope text, OUT o_date date)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF current_setting('transaction_read_only') = 'on' THEN
@@ -154,13 +156,13 @@ $$;
 -- Issues the next free value of one counter as a ledger row, which is also its audit record (see
 -- docnum._allocation_audit). The caller has validated everything. Values that already have a ledger row, or
 -- whose text is taken, are skipped, never reused. What the row reads as in the audit trail (RESERVE, NEXT,
--- REPLACE) follows from the row itself (a token, a replaced number), so it is not stored.
+-- REPLACE) follows from the row itself (a token, a replaced number), so it is not stored. It sets no
+-- search_path of its own (see docnum._prepare).
 CREATE FUNCTION docnum._issue(p_type docnum.document_type, p_scope text, p_date date, p_state text,
                               p_token uuid, p_expires_at timestamptz, p_actor text, p_document_ref text,
                               p_metadata jsonb, p_request_id text DEFAULT NULL)
 RETURNS docnum.reservation
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_period     text := '';
@@ -190,15 +192,24 @@ BEGIN
 
     -- Fast path: the counter exists and its turn is free. One probe finds the turn and takes it (SKIP LOCKED:
     -- a taken turn is not waited for here), the UPDATE advances the counter and counts the allocation for the
-    -- metrics; it waited for nothing.
+    -- metrics; it waited for nothing. (Two UPDATEs, so that a confirmed number does not compute a reservation
+    -- count it leaves as it is.)
     SELECT q.counter_id INTO v_counter_id
       FROM docnum.counter_queue q
      WHERE q.document_type = p_type.code AND q.scope_value = p_scope AND q.period = v_period
        FOR UPDATE SKIP LOCKED;
-    IF v_counter_id IS NOT NULL THEN
+    IF v_counter_id IS NULL THEN
+        NULL;  -- missing or busy: below
+    ELSIF p_token IS NULL THEN
         UPDATE docnum.counter c
            SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
-               reservations = c.reservations + (p_token IS NOT NULL)::integer, allocations = c.allocations + 1
+               allocations = c.allocations + 1
+         WHERE c.counter_id = v_counter_id
+        RETURNING c.current_value INTO v_value;
+    ELSE
+        UPDATE docnum.counter c
+           SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
+               reservations = c.reservations + 1, allocations = c.allocations + 1
          WHERE c.counter_id = v_counter_id
         RETURNING c.current_value INTO v_value;
     END IF;
@@ -397,11 +408,11 @@ RETURN 10000;
 -- set-based INSERT (a further one only for values that were taken, which are skipped like _issue skips them).
 -- Each row is its own audit record, like _issue's. NB002 before anything is written when the batch would pass
 -- max_value. The caller has validated everything; p_ttl NULL issues confirmed numbers, otherwise reservations.
+-- It sets no search_path of its own (see docnum._prepare).
 CREATE FUNCTION docnum._issue_batch(p_type docnum.document_type, p_scope text, p_date date, p_count integer,
                                     p_ttl interval, p_actor text, p_metadata jsonb)
 RETURNS SETOF docnum.reservation
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_period     text := '';

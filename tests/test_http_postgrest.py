@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from helpers import sqlstate_of
@@ -136,12 +136,16 @@ SUBS = st.one_of(
     st.just("absent"),
     st.integers(min_value=-(10**12), max_value=10**12),
     st.booleans(),
-    st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=220),
+    st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=220),
 )
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sub=SUBS, raw=st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=40))
+@given(
+    sub=SUBS,
+    raw=st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=40),
+)
+@example(sub="\ud800", raw="")  # a lone surrogate: JSON may escape it, jsonb refuses it, so it names nobody
 def test_any_claims_record_their_sub_or_nobody_and_never_break_an_allocation(
     types: psycopg.Connection[Any], sub: Any, raw: str
 ) -> None:
@@ -160,6 +164,8 @@ def test_any_claims_record_their_sub_or_nobody_and_never_break_an_allocation(
     else:
         claims = json.dumps({"sub": sub, "role": "docnum_app"})
         expected = None if sub is None else json.dumps(sub) if isinstance(sub, bool) else str(sub)
+        if isinstance(sub, str) and any("\ud800" <= c <= "\udfff" for c in sub):
+            expected = None  # PostgreSQL's jsonb cannot hold a lone surrogate: the claims are no JSON object
     before = types.execute("SELECT count(*) FROM docnum.ledger").fetchone()
 
     def allocate() -> str:

@@ -183,6 +183,33 @@ def test_a_row_without_its_counter_fails_as_ledger_counter_fkey(
     assert ledger(db) == before
 
 
+@pytest.mark.parametrize("link", ["replaces_number_id", "replaced_by_number_id"])
+def test_a_replacement_link_to_no_number_fails_as_its_foreign_key(
+    db: Conn, counters: dict[str, int], link: str
+) -> None:
+    """The links between a replacement and the number it replaces, on insert and on update, as the foreign
+    keys checked them before revision 0009; a link to an existing number passes."""
+    constraint = f"ledger_{link}_fkey"
+    before = ledger(db)
+    error = error_of(lambda: insert(db, good_row(counters, **{link: 2_000_000_000})))
+    assert (error.sqlstate, error.diag.constraint_name) == ("23503", constraint), str(error)
+    assert str(error).startswith(
+        f'insert or update on table "ledger" violates foreign key constraint "{constraint}"'
+    )
+    assert error.diag.message_detail == f'Key ({link})=(2000000000) is not present in table "ledger".'
+    assert ledger(db) == before
+    existing = db.execute("SELECT min(number_id) FROM docnum.ledger").fetchone()
+    assert existing is not None
+    update = sql.SQL("UPDATE docnum.ledger SET {} = %s WHERE state = 'confirmed'").format(
+        sql.Identifier(link)
+    )
+    if (
+        link == "replaced_by_number_id"
+    ):  # a replacement may not change what it replaces (NB009): test the other
+        assert error_of(lambda: db.execute(update, (2_000_000_000,))).sqlstate == "23503"
+        db.execute(update, (existing[0],))
+
+
 def test_what_identifies_a_number_still_fails_first_with_nb009(db: Conn, counters: dict[str, int]) -> None:
     # The transition check fires before the row rules, as it fired before the constraints they replace.
     expect_error(

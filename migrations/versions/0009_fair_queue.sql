@@ -6,7 +6,9 @@
 -- are served in arrival order, with no bound but the lock timeout, and no other role can take it.
 -- The slow path also locks the counter row outside a subtransaction: a lock taken in one, then the UPDATE, left
 -- a MultiXact on the row's versions, which index scans cannot skip until VACUUM (the lasting slowdown after a
--- burst). docnum._durable_commit becomes an inlined SQL rule.
+-- burst). docnum._durable_commit becomes an inlined SQL rule; _prepare, _issue and _issue_batch set no search_path
+-- of their own (their callers pin it); the ledger's replacement links are checked by its row trigger instead of
+-- two foreign keys. The three together pay for the turn's row lock (benchmarks/COST.md).
 
 SET LOCAL ROLE docnum_owner;
 
@@ -22,6 +24,13 @@ COMMENT ON TABLE docnum.counter_queue IS
 INSERT INTO docnum.counter_queue (document_type, scope_value, period, counter_id)
 SELECT c.document_type, c.scope_value, c.period, c.counter_id FROM docnum.counter c;
 GRANT SELECT ON docnum.counter_queue TO docnum_reader;
+
+-- The replacement links are checked by docnum._ledger_verify_row for every writer but docnum's functions, as the
+-- counter link is since 0006: the two foreign keys fired a trigger on every allocation's ledger row.
+CALL pg_temp.docnum_alter_table('docnum.ledger', $alter$
+    DROP CONSTRAINT ledger_replaces_number_id_fkey,
+    DROP CONSTRAINT ledger_replaced_by_number_id_fkey
+$alter$);
 
 DROP FUNCTION docnum._queue_try_lock(bigint);
 DROP FUNCTION docnum._queue_lock(bigint);
@@ -73,7 +82,6 @@ REVOKE ALL ON FUNCTION docnum._counter_queue_row() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION docnum._issue(p_type docnum.document_type, p_scope text, p_date date, p_state text, p_token uuid, p_expires_at timestamp with time zone, p_actor text, p_document_ref text, p_metadata jsonb, p_request_id text DEFAULT NULL::text)
  RETURNS docnum.reservation
  LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     v_period     text := '';
@@ -103,15 +111,24 @@ BEGIN
 
     -- Fast path: the counter exists and its turn is free. One probe finds the turn and takes it (SKIP LOCKED:
     -- a taken turn is not waited for here), the UPDATE advances the counter and counts the allocation for the
-    -- metrics; it waited for nothing.
+    -- metrics; it waited for nothing. (Two UPDATEs, so that a confirmed number does not compute a reservation
+    -- count it leaves as it is.)
     SELECT q.counter_id INTO v_counter_id
       FROM docnum.counter_queue q
      WHERE q.document_type = p_type.code AND q.scope_value = p_scope AND q.period = v_period
        FOR UPDATE SKIP LOCKED;
-    IF v_counter_id IS NOT NULL THEN
+    IF v_counter_id IS NULL THEN
+        NULL;  -- missing or busy: below
+    ELSIF p_token IS NULL THEN
         UPDATE docnum.counter c
            SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
-               reservations = c.reservations + (p_token IS NOT NULL)::integer, allocations = c.allocations + 1
+               allocations = c.allocations + 1
+         WHERE c.counter_id = v_counter_id
+        RETURNING c.current_value INTO v_value;
+    ELSE
+        UPDATE docnum.counter c
+           SET current_value = c.current_value + 1, last_used_at = now(), issued = c.issued + 1,
+               reservations = c.reservations + 1, allocations = c.allocations + 1
          WHERE c.counter_id = v_counter_id
         RETURNING c.current_value INTO v_value;
     END IF;
@@ -197,7 +214,6 @@ REVOKE ALL ON FUNCTION docnum._issue(docnum.document_type,text,date,text,uuid,ti
 CREATE OR REPLACE FUNCTION docnum._issue_batch(p_type docnum.document_type, p_scope text, p_date date, p_count integer, p_ttl interval, p_actor text, p_metadata jsonb)
  RETURNS SETOF docnum.reservation
  LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     v_period     text := '';
@@ -317,6 +333,52 @@ END
 $function$;
 REVOKE ALL ON FUNCTION docnum._issue_batch(docnum.document_type,text,date,integer,interval,text,jsonb) FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION docnum._ledger_verify_row()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NEW.document_type IS NULL OR NEW.document_number IS NULL OR NEW.state IS NULL OR NEW.issued_at IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF docnum._ledger_row_is_valid(NEW) IS FALSE THEN
+        RAISE EXCEPTION 'new row for relation "ledger" violates check constraint "ledger_row_check"'
+            USING ERRCODE = 'check_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_row_check', DETAIL = pg_catalog.format('Failing row contains %s.', NEW);
+    END IF;
+    IF NEW.counter_id IS NOT NULL AND NOT EXISTS (
+           SELECT FROM docnum.counter c
+            WHERE c.counter_id = NEW.counter_id AND c.document_type = NEW.document_type) THEN
+        RAISE EXCEPTION 'insert or update on table "ledger" violates foreign key constraint "ledger_counter_fkey"'
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_counter_fkey',
+                  DETAIL = pg_catalog.format('Key (counter_id, document_type)=(%s, %s) is not present in table '
+                                             '"counter".', NEW.counter_id, NEW.document_type);
+    END IF;
+    IF NEW.replaces_number_id IS NOT NULL AND NOT EXISTS (
+           SELECT FROM docnum.ledger l WHERE l.number_id = NEW.replaces_number_id) THEN
+        RAISE EXCEPTION 'insert or update on table "ledger" violates foreign key constraint '
+                        '"ledger_replaces_number_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_replaces_number_id_fkey',
+                  DETAIL = pg_catalog.format('Key (replaces_number_id)=(%s) is not present in table "ledger".',
+                                             NEW.replaces_number_id);
+    END IF;
+    IF NEW.replaced_by_number_id IS NOT NULL AND NOT EXISTS (
+           SELECT FROM docnum.ledger l WHERE l.number_id = NEW.replaced_by_number_id) THEN
+        RAISE EXCEPTION 'insert or update on table "ledger" violates foreign key constraint '
+                        '"ledger_replaced_by_number_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_replaced_by_number_id_fkey',
+                  DETAIL = pg_catalog.format('Key (replaced_by_number_id)=(%s) is not present in table "ledger".',
+                                             NEW.replaced_by_number_id);
+    END IF;
+    RETURN NEW;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum._ledger_verify_row() FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
  RETURNS docnum.counter
  LANGUAGE plpgsql
@@ -370,6 +432,46 @@ BEGIN
 END
 $function$;
 REVOKE ALL ON FUNCTION docnum._lock_counter(docnum.document_type,text,text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION docnum._prepare(p_code text, p_scope text, p_actor text, p_date date, OUT o_type docnum.document_type, OUT o_scope text, OUT o_date date)
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    IF current_setting('transaction_read_only') = 'on' THEN
+        PERFORM docnum._require_writable();
+    END IF;
+    -- A plain read; on a miss docnum._type() raises what is wrong (NB006 or NB001).
+    SELECT t.* INTO o_type FROM docnum.document_type t WHERE t.code = p_code;
+    IF NOT FOUND THEN
+        o_type := docnum._type(p_code);
+    END IF;
+    -- The scope rule (docnum._is_scope_value, inlined); docnum._check_scope() explains a refusal.
+    IF o_type.scope IN ('PROJECT', 'CONTRACT') AND docnum._is_scope_value(p_scope) THEN
+        o_scope := p_scope;
+    ELSIF p_scope IS NULL AND o_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
+        o_scope := '';
+    ELSE
+        o_scope := docnum._check_scope(o_type, p_scope);
+    END IF;
+    IF p_actor IS NOT NULL THEN
+        PERFORM docnum._check_text('actor', p_actor, 200);
+    END IF;
+    IF p_date IS NULL THEN
+        -- The period comes from the type's time zone, never from the session's TimeZone.
+        o_date := (now() AT TIME ZONE o_type.time_zone)::date;
+    ELSIF p_date NOT BETWEEN date '1000-01-01' AND date '9999-12-31' THEN
+        RAISE EXCEPTION 'invalid document date %', p_date
+            USING ERRCODE = 'NB006', COLUMN = 'document_date',
+                  DETAIL = 'A document date lies between the years 1000 and 9999.',
+                  HINT = 'Pass the date the document is dated, or NULL for today in the type''s time zone.';
+    ELSE
+        o_date := p_date;
+    END IF;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum._prepare(text,text,text,date) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION docnum.import_numbers(rows jsonb, actor text DEFAULT NULL::text)
  RETURNS SETOF docnum.import_result

@@ -289,6 +289,34 @@ END
 $function$;
 REVOKE ALL ON FUNCTION docnum._issue_batch(docnum.document_type,text,date,integer,interval,text,jsonb) FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION docnum._ledger_verify_row()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NEW.document_type IS NULL OR NEW.document_number IS NULL OR NEW.state IS NULL OR NEW.issued_at IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF docnum._ledger_row_is_valid(NEW) IS FALSE THEN
+        RAISE EXCEPTION 'new row for relation "ledger" violates check constraint "ledger_row_check"'
+            USING ERRCODE = 'check_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_row_check', DETAIL = pg_catalog.format('Failing row contains %s.', NEW);
+    END IF;
+    IF NEW.counter_id IS NOT NULL AND NOT EXISTS (
+           SELECT FROM docnum.counter c
+            WHERE c.counter_id = NEW.counter_id AND c.document_type = NEW.document_type) THEN
+        RAISE EXCEPTION 'insert or update on table "ledger" violates foreign key constraint "ledger_counter_fkey"'
+            USING ERRCODE = 'foreign_key_violation', SCHEMA = 'docnum', TABLE = 'ledger',
+                  CONSTRAINT = 'ledger_counter_fkey',
+                  DETAIL = pg_catalog.format('Key (counter_id, document_type)=(%s, %s) is not present in table '
+                                             '"counter".', NEW.counter_id, NEW.document_type);
+    END IF;
+    RETURN NEW;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum._ledger_verify_row() FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION docnum._lock_counter(p_type docnum.document_type, p_scope text, p_period text)
  RETURNS docnum.counter
  LANGUAGE plpgsql
@@ -349,6 +377,47 @@ BEGIN
 END
 $function$;
 REVOKE ALL ON FUNCTION docnum._lock_counter(docnum.document_type,text,text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION docnum._prepare(p_code text, p_scope text, p_actor text, p_date date, OUT o_type docnum.document_type, OUT o_scope text, OUT o_date date)
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF current_setting('transaction_read_only') = 'on' THEN
+        PERFORM docnum._require_writable();
+    END IF;
+    -- A plain read; on a miss docnum._type() raises what is wrong (NB006 or NB001).
+    SELECT t.* INTO o_type FROM docnum.document_type t WHERE t.code = p_code;
+    IF NOT FOUND THEN
+        o_type := docnum._type(p_code);
+    END IF;
+    -- The scope rule (docnum._is_scope_value, inlined); docnum._check_scope() explains a refusal.
+    IF o_type.scope IN ('PROJECT', 'CONTRACT') AND docnum._is_scope_value(p_scope) THEN
+        o_scope := p_scope;
+    ELSIF p_scope IS NULL AND o_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
+        o_scope := '';
+    ELSE
+        o_scope := docnum._check_scope(o_type, p_scope);
+    END IF;
+    IF p_actor IS NOT NULL THEN
+        PERFORM docnum._check_text('actor', p_actor, 200);
+    END IF;
+    IF p_date IS NULL THEN
+        -- The period comes from the type's time zone, never from the session's TimeZone.
+        o_date := (now() AT TIME ZONE o_type.time_zone)::date;
+    ELSIF p_date NOT BETWEEN date '1000-01-01' AND date '9999-12-31' THEN
+        RAISE EXCEPTION 'invalid document date %', p_date
+            USING ERRCODE = 'NB006', COLUMN = 'document_date',
+                  DETAIL = 'A document date lies between the years 1000 and 9999.',
+                  HINT = 'Pass the date the document is dated, or NULL for today in the type''s time zone.';
+    ELSE
+        o_date := p_date;
+    END IF;
+END
+$function$;
+REVOKE ALL ON FUNCTION docnum._prepare(text,text,text,date) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION docnum.import_numbers(rows jsonb, actor text DEFAULT NULL::text)
  RETURNS SETOF docnum.import_result
@@ -543,6 +612,13 @@ CREATE OR REPLACE FUNCTION docnum._queue_try_lock(p_counter_id bigint)
  LANGUAGE sql
 RETURN pg_try_advisory_xact_lock(1685021550, (p_counter_id)::integer);
 REVOKE ALL ON FUNCTION docnum._queue_try_lock(bigint) FROM PUBLIC;
+
+CALL pg_temp.docnum_alter_table('docnum.ledger', $alter$
+    ADD CONSTRAINT ledger_replaces_number_id_fkey FOREIGN KEY (replaces_number_id)
+        REFERENCES docnum.ledger (number_id),
+    ADD CONSTRAINT ledger_replaced_by_number_id_fkey FOREIGN KEY (replaced_by_number_id)
+        REFERENCES docnum.ledger (number_id)
+$alter$);
 
 DROP TABLE docnum.counter_queue;
 

@@ -23,8 +23,7 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
@@ -66,26 +65,11 @@ def pgbench(bindir: Path, dsn: str, script: Path, keys: int, clients: int, secon
     return float(found.group(1))
 
 
-@contextmanager
-def server(major: int | None) -> Iterator[tuple[str, str]]:
-    """A private server of `major` (fsync on, max_connections 300: tests/pgcluster.py), else run.py's."""
-    if major is None:
-        with server_dsn() as found:
-            yield found
-        return
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from pgcluster import PrivateCluster, postgres_bindirs
-
-    settings = {"fsync": "on", "full_page_writes": "on", "max_connections": "300"}
-    with PrivateCluster.start(postgres_bindirs(fetch=major == 17)[major], settings=settings) as cluster:
-        yield cluster.dsn(), f"private PostgreSQL {cluster.version_text}"
-
-
-def setup(server_dsn: str, spec: str, stack: ExitStack) -> tuple[str, dict[str, str]]:
+def setup(server: str, spec: str, stack: ExitStack) -> tuple[str, dict[str, str]]:
     """A scratch database for one engine: NAME, or NAME=REVISION[+FILE] (FILE run after the migration)."""
     _, _, target = spec.partition("=")
     revision, _, extra = (target or spec).partition("+")
-    dsn = stack.enter_context(scratch_database(server_dsn))
+    dsn = stack.enter_context(scratch_database(server))
     settings = prepare(dsn, None, revision)
     if extra:  # psql runs it as a script: statements one by one, VACUUM included
         params = conninfo_to_dict(dsn)
@@ -115,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--script", type=Path, default=HERE / "next_number.sql")
     parser.add_argument(
-        "--major", type=int, choices=[15, 16, 17, 18], help="a private server of this major (fsync on)"
+        "--major", type=int, choices=[15, 16, 17, 18], help="a throwaway server of this major (see run.py)"
     )
     args = parser.parse_args(argv)
     if len(args.revisions) < 2:
@@ -128,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         cell: {name: [] for name in names} for cell in cells
     }
     with ExitStack() as stack:
-        server_dsn, where = stack.enter_context(server(args.major))
+        server_dsn_, where = stack.enter_context(server_dsn(args.major))
         dsns = {}
         for name, spec in zip(names, args.revisions, strict=True):
-            dsns[name], settings = setup(server_dsn, spec, stack)
+            dsns[name], settings = setup(server_dsn_, spec, stack)
         for run in range(1, args.runs + 1):
             for keys, clients in cells:
                 order = list(dsns.items())
@@ -142,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     value = pgbench(bindir, dsn, args.script, keys, clients, args.seconds)
                     tps[(keys, clients)][name].append(value)
                     print(f"run {run} {keys} key(s) c={clients} {name}: {value:,.0f} tps", file=sys.stderr)
-        with psycopg.connect(server_dsn) as conn:
+        with psycopg.connect(server_dsn_) as conn:
             row = conn.execute("SELECT current_setting('server_version')").fetchone()
     print(
         f"{args.script.name}, {args.runs} alternated runs x {args.seconds} s per cell; {where}, PostgreSQL "

@@ -106,14 +106,15 @@ def test_the_targets_are_judged_on_every_measure_they_name() -> None:
         ("next_numbers", hot, 8): cell("next_numbers", hot, 8, 600, 13, 20, 1),  # 60,000 numbers/s
     }
     lines = run.target_lines(cells)
-    assert len(lines) == len(run.TARGETS) == 4
+    assert len(lines) == len(run.TARGETS) == 6
     assert lines[0].endswith("- met") and "vs bare 0.45" in lines[0]
     assert "not measured" in lines[1]  # no 32-client cell
     assert lines[2].endswith("- MISSED")
     assert "vs bare 0.90" in lines[2] and "p99 5.0x p50" in lines[2] and "least share 0.70" in lines[2]
-    assert lines[3].endswith("- met") and "60,000 numbers/s" in lines[3]
+    assert "not measured" in lines[3] and "not measured" in lines[4]  # no 128- or 200-client cell
+    assert lines[5].endswith("- met") and "60,000 numbers/s" in lines[5]
     skipped = run.target_lines(cells, missing={"next_numbers": NEXT_NUMBERS})
-    assert "skipped" in skipped[3] and NEXT_NUMBERS in skipped[3]
+    assert "skipped" in skipped[5] and NEXT_NUMBERS in skipped[5]
 
 
 def test_the_default_run_has_the_hot_64_client_cell_and_the_batch_cell_at_8_only() -> None:

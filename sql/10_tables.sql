@@ -196,6 +196,10 @@ CREATE TABLE docnum.ledger (
     session_user_name  text,
     client_addr        inet,
     application_name   text,
+    -- What the call a request_id names asked for (docnum._request_digest of its arguments): a retry with the same
+    -- key must ask for the same thing, or it is refused (NB012). NULL without a request_id, and for numbers
+    -- issued with one before revision 0010.
+    request_digest     text,
     CONSTRAINT ledger_document_number_key UNIQUE (document_number),
     CONSTRAINT ledger_counter_value_key UNIQUE (counter_id, sequence_value)
     -- A number issued by a counter is of that counter's type (and the counter's own key makes the type exist):
@@ -352,6 +356,7 @@ BEGIN
        OR NEW.counter_id IS DISTINCT FROM OLD.counter_id OR NEW.sequence_value IS DISTINCT FROM OLD.sequence_value
        OR NEW.document_number <> OLD.document_number OR NEW.token IS DISTINCT FROM OLD.token
        OR NEW.issued_at <> OLD.issued_at OR NEW.request_id IS DISTINCT FROM OLD.request_id
+       OR NEW.request_digest IS DISTINCT FROM OLD.request_digest
        -- the allocation's audit record
        OR NEW.audit_id IS DISTINCT FROM OLD.audit_id OR NEW.actor IS DISTINCT FROM OLD.actor
        OR NEW.session_user_name IS DISTINCT FROM OLD.session_user_name

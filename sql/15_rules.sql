@@ -40,6 +40,54 @@ BEGIN
 END
 $$;
 
+-- The metadata rule: NULL, or a JSON object of at most 8192 bytes as text; a batch that copies it into each of
+-- its p_copies rows may store at most 1 MiB of it in all. Ledger rows are never deleted, so this is what bounds
+-- the room one call can take for good. Raises NB006 naming p_column, else returns the metadata.
+CREATE FUNCTION docnum._check_metadata(p_column text, p_metadata jsonb, p_copies integer DEFAULT 1) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_max_bytes   constant integer := 8192;
+    c_batch_bytes constant integer := 1048576;
+    v_bytes       integer;
+BEGIN
+    IF p_metadata IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_metadata) <> 'object' THEN
+        RAISE EXCEPTION 'invalid %: not a JSON object', p_column
+            USING ERRCODE = 'NB006', COLUMN = p_column,
+                  DETAIL = pg_catalog.format('%s must be a JSON object, not a JSON %s.', p_column,
+                                             jsonb_typeof(p_metadata)),
+                  HINT = 'Pass an object such as ''{"project": "P-1"}'', or NULL for none.';
+    END IF;
+    v_bytes := octet_length(p_metadata::text);
+    IF v_bytes > c_max_bytes THEN
+        RAISE EXCEPTION 'invalid %: % bytes', p_column, v_bytes
+            USING ERRCODE = 'NB006', COLUMN = p_column,
+                  DETAIL = pg_catalog.format('%s holds at most %s bytes as JSON text; this one holds %s.', p_column,
+                                             c_max_bytes, v_bytes),
+                  HINT = 'Keep references in it, not documents: store the document elsewhere and its id here.';
+    END IF;
+    IF v_bytes::bigint * p_copies > c_batch_bytes THEN
+        RAISE EXCEPTION 'invalid %: % bytes in each of % numbers', p_column, v_bytes, p_copies
+            USING ERRCODE = 'NB006', COLUMN = p_column,
+                  DETAIL = pg_catalog.format('A batch stores its %s with every number: at most %s bytes in all, '
+                                             'here %s x %s.', p_column, c_batch_bytes, p_copies, v_bytes),
+                  HINT = 'Issue a smaller batch, or keep less in the metadata.';
+    END IF;
+    RETURN p_metadata;
+END
+$$;
+
+-- What a call with a request key asked for, as one text: the md5 of its arguments as a JSON array (the function's
+-- name first, then its arguments as given, defaults left NULL), so that a retry on another day or with its
+-- object keys in another order is the same request, and one that changes any argument is another.
+CREATE FUNCTION docnum._request_digest(p_arguments jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN md5(p_arguments::text);
+
 -- The scope-value rule: 1 to 64 characters, none of them invisible, no space of any kind at either end. NULL for
 -- NULL. Inlined where it is used; docnum._check_scope() explains a refusal.
 CREATE FUNCTION docnum._is_scope_value(p_scope text) RETURNS boolean

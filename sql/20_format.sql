@@ -56,7 +56,11 @@ BEGIN
             RAISE EXCEPTION 'invalid number format %: unknown token {%}', quote_literal(left(p_format, 60)),
                     left(v_token, 20)
                 USING ERRCODE = 'NB006', COLUMN = 'format',
-                      DETAIL = '{SEQ:n} takes a width from 1 to 18.', HINT = v_hint;
+                      DETAIL = CASE WHEN v_token LIKE 'SEQ%'
+                                    THEN '{SEQ} takes a width from 1 to 18: {SEQ:1} ... {SEQ:18}.'
+                                    ELSE 'The tokens are {TYPE}, {SCOPE}, {YYYY}, {YY}, {MM}, {DD} and {SEQ} or '
+                                         '{SEQ:n}.' END,
+                      HINT = v_hint;
         END IF;
         IF v_token LIKE 'SEQ%' THEN
             IF v_seen_seq THEN

@@ -160,7 +160,8 @@ $$;
 -- search_path of its own (see docnum._prepare).
 CREATE FUNCTION docnum._issue(p_type docnum.document_type, p_scope text, p_date date, p_state text,
                               p_token uuid, p_expires_at timestamptz, p_actor text, p_document_ref text,
-                              p_metadata jsonb, p_request_id text DEFAULT NULL)
+                              p_metadata jsonb, p_request_id text DEFAULT NULL,
+                              p_request_digest text DEFAULT NULL)
 RETURNS docnum.reservation
 LANGUAGE plpgsql
 AS $$
@@ -258,13 +259,14 @@ BEGIN
         END IF;
         INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, token,
                                         actor, document_ref, metadata, expires_at, confirmed_at, request_id,
-                                        audit_id, session_user_name, client_addr, application_name)
+                                        audit_id, session_user_name, client_addr, application_name,
+                                        request_digest)
         VALUES (p_type.code, v_counter_id, v_value,
                 v_head || docnum._seq_text(v_value, p_type.seq_width) || v_tail, p_state, p_token,
                 p_actor, p_document_ref, p_metadata, p_expires_at,
                 CASE WHEN p_state = 'confirmed' THEN now() END, p_request_id,
                 nextval('docnum.audit_log_audit_id_seq'::regclass), session_user, inet_client_addr(),
-                current_setting('application_name'))
+                current_setting('application_name'), p_request_digest)
         ON CONFLICT DO NOTHING
         RETURNING l.document_number INTO v_number;
         EXIT WHEN v_number IS NOT NULL;
@@ -293,8 +295,10 @@ $$;
 
 -- A request key names one call of reserve_number or next_number, so that a caller whose COMMIT got no answer
 -- can retry it safely. Returns what was issued for the key (NULL when nothing was, or it rolled back), after
--- checking that the retry asks for the same thing (NB012 otherwise).
-CREATE FUNCTION docnum._replay(p_request_id text, p_type docnum.document_type, p_scope text, p_reserve boolean)
+-- checking that the retry asks for the same thing (NB012 otherwise): the same function, type and scope, and,
+-- for numbers issued from revision 0010 on, the same arguments (p_digest, docnum._request_digest).
+CREATE FUNCTION docnum._replay(p_request_id text, p_type docnum.document_type, p_scope text, p_reserve boolean,
+                               p_digest text)
 RETURNS docnum.reservation
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -318,6 +322,16 @@ BEGIN
                                              v_row.document_type, nullif(v_scope, '')),
                   HINT = 'A request key names one request: use a new key for a new request.';
     END IF;
+    IF v_row.request_digest <> p_digest THEN
+        RAISE EXCEPTION 'request key % was used with other arguments', quote_literal(left(p_request_id, 64))
+            USING ERRCODE = 'NB012',
+                  DETAIL = pg_catalog.format('It was used by %s for %s, which issued %s; a retry repeats every '
+                                             'argument of the call (actor, document_ref, metadata, ttl, '
+                                             'document_date).',
+                                             CASE WHEN v_row.token IS NULL THEN 'next_number' ELSE 'reserve_number' END,
+                                             v_row.document_type, v_row.document_number),
+                  HINT = 'A request key names one request: use a new key for a new request.';
+    END IF;
     RETURN ROW(v_row.token, v_row.document_number, v_row.sequence_value, v_row.expires_at)::docnum.reservation;
 END
 $$;
@@ -336,6 +350,7 @@ DECLARE
     v_prepared record;
     v_ttl interval;
     v_done docnum.reservation;
+    v_digest text;
 BEGIN
     IF reserve_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
         reserve_number.actor := docnum._claimed_actor();
@@ -343,7 +358,11 @@ BEGIN
     v_prepared := docnum._prepare(reserve_number.document_type, reserve_number.scope, reserve_number.actor,
                                   reserve_number.document_date);
     IF reserve_number.request_id IS NOT NULL THEN
-        v_done := docnum._replay(reserve_number.request_id, v_prepared.o_type, v_prepared.o_scope, true);
+        v_digest := docnum._request_digest(jsonb_build_array(
+            'reserve_number', reserve_number.document_type, reserve_number.scope, reserve_number.actor,
+            reserve_number.metadata, reserve_number.ttl, reserve_number.document_date));
+        v_done := docnum._replay(reserve_number.request_id, v_prepared.o_type, v_prepared.o_scope, true,
+                                 v_digest);
         IF v_done.document_number IS NOT NULL THEN
             RETURN v_done;
         END IF;
@@ -354,14 +373,10 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = 'ttl', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
                   HINT = 'Pass ttl => interval ''10 minutes'', or NULL for the type''s default.';
     END IF;
-    IF reserve_number.metadata IS NOT NULL AND jsonb_typeof(reserve_number.metadata) <> 'object' THEN
-        RAISE EXCEPTION 'invalid metadata'
-            USING ERRCODE = 'NB006', COLUMN = 'metadata',
-                  DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' or NULL.';
-    END IF;
+    PERFORM docnum._check_metadata('metadata', reserve_number.metadata);
     RETURN docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'reserved',
                          gen_random_uuid(), statement_timestamp() + v_ttl, reserve_number.actor, NULL,
-                         reserve_number.metadata, reserve_number.request_id);
+                         reserve_number.metadata, reserve_number.request_id, v_digest);
 END
 $$;
 
@@ -377,6 +392,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_prepared record;
+    v_digest text;
 BEGIN
     IF next_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
         next_number.actor := docnum._claimed_actor();
@@ -387,11 +403,14 @@ BEGIN
         PERFORM docnum._check_text('document_ref', next_number.document_ref, 500);
     END IF;
     IF next_number.request_id IS NOT NULL THEN
+        v_digest := docnum._request_digest(jsonb_build_array(
+            'next_number', next_number.document_type, next_number.scope, next_number.actor,
+            next_number.document_ref, next_number.document_date));
         RETURN coalesce((docnum._replay(next_number.request_id, v_prepared.o_type, v_prepared.o_scope,
-                                        false)).document_number,
+                                        false, v_digest)).document_number,
                         (docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'confirmed', NULL,
                                        NULL, next_number.actor, next_number.document_ref, NULL,
-                                       next_number.request_id)).document_number);
+                                       next_number.request_id, v_digest)).document_number);
     END IF;
     RETURN (docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'confirmed', NULL, NULL,
                           next_number.actor, next_number.document_ref, NULL)).document_number;
@@ -597,11 +616,7 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = 'ttl', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
                   HINT = 'Pass ttl => interval ''10 minutes'', or NULL for the type''s default.';
     END IF;
-    IF reserve_numbers.metadata IS NOT NULL AND jsonb_typeof(reserve_numbers.metadata) <> 'object' THEN
-        RAISE EXCEPTION 'invalid metadata'
-            USING ERRCODE = 'NB006', COLUMN = 'metadata',
-                  DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' or NULL.';
-    END IF;
+    PERFORM docnum._check_metadata('metadata', reserve_numbers.metadata, reserve_numbers.count);
     RETURN QUERY
     SELECT b.* FROM docnum._issue_batch(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date,
                                         reserve_numbers.count, v_ttl, reserve_numbers.actor,
@@ -674,9 +689,9 @@ BEGIN
         RAISE EXCEPTION 'reservation of % has %', v_row.document_number,
                 CASE v_row.state WHEN 'cancelled' THEN 'been cancelled' ELSE 'expired' END
             USING ERRCODE = 'NB004',
-                  DETAIL = pg_catalog.format('State %s; the reservation expired at %s.',
-                                             CASE WHEN v_row.state = 'reserved' THEN 'expired' ELSE v_row.state END,
-                                             v_row.expires_at),
+                  DETAIL = CASE WHEN v_row.state = 'cancelled'
+                                THEN pg_catalog.format('It was cancelled at %s.', v_row.cancelled_at)
+                                ELSE pg_catalog.format('It expired at %s.', v_row.expires_at) END,
                   HINT = 'A cancelled or expired number is never issued again; reserve a new one.';
     END IF;
     IF v_row.state <> 'reserved' THEN

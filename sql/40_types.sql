@@ -34,11 +34,12 @@ BEGIN
                   DETAIL = 'lock_timeout lies between 1 millisecond and 1 hour, or is NULL.',
                   HINT = 'NULL leaves only the session''s lock_timeout in force.';
     END IF;
-    IF p_metadata IS NULL OR jsonb_typeof(p_metadata) <> 'object' THEN
-        RAISE EXCEPTION 'invalid metadata'
+    IF p_metadata IS NULL THEN
+        RAISE EXCEPTION 'invalid metadata: NULL'
             USING ERRCODE = 'NB006', COLUMN = 'metadata',
-                  DETAIL = 'metadata must be a JSON object.', HINT = 'Pass ''{}'' for none.';
+                  DETAIL = 'A type''s metadata is a JSON object.', HINT = 'Pass ''{}'' for none.';
     END IF;
+    PERFORM docnum._check_metadata('metadata', p_metadata);
 END
 $$;
 

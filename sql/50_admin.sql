@@ -406,7 +406,7 @@ BEGIN
                   COLUMN = CASE WHEN register_document_table.table_name IS NULL THEN 'table_name'
                                 ELSE 'number_column' END,
                   DETAIL = 'table_name or number_column was NULL.',
-                  HINT = 'Pass table_name => ''schema.table'', number_column => ''document_number''.';
+                  HINT = 'Name both: docnum.register_document_table(''schema.table'', ''document_number'').';
     END IF;
     -- Only the catalog is read here: nothing of the table itself runs.
     v_problem := docnum._document_table_problem(register_document_table.table_name,

@@ -72,6 +72,14 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = 'rows', DETAIL = 'import_numbers takes an array of objects.',
                   HINT = '[{"document_type": "COR", "document_number": "COR-2019-00042"}, ...]';
     END IF;
+    -- One call is one transaction holding every counter it touches, and writes rows nobody can delete: a batch
+    -- has at most 10,000 of them (docnum import sends 5,000 at a time).
+    IF jsonb_array_length(import_numbers.rows) > 10000 THEN
+        RAISE EXCEPTION 'too many rows: %', jsonb_array_length(import_numbers.rows)
+            USING ERRCODE = 'NB006', COLUMN = 'rows',
+                  DETAIL = 'import_numbers takes at most 10000 rows per call.',
+                  HINT = 'Split the rows into batches; importing a row again is harmless.';
+    END IF;
 
     -- 1. Read and parse every row; find what is wrong with it on its own or within this batch.
     SELECT coalesce(array_agg(ROW(s.n, s.code, s.number, s.created_at, s.document_ref, s.scope_value, s.period,

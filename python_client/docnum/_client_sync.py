@@ -350,7 +350,8 @@ class Numbering:
     # -- reports (docnum_reader) ----------------------------------------------------------------------
 
     def status(self, document_type: str | None = None) -> list[CounterStatus]:
-        """Every counter (of one type, or all) from ``docnum.sequence_status``, by type, scope and period."""
+        """Every counter (of one type, or all) from ``docnum.status``, by type, scope and period; an unknown
+        type raises :class:`ConfigNotFound` (NB001)."""
         return self._execute(_status(document_type))
 
     def gaps(

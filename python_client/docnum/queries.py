@@ -199,9 +199,7 @@ SEQUENCE_STATUS = (
     "SELECT s.document_type, s.scope_value, s.period, s.current_value, s.max_value, s.utilisation_pct,"
     " s.reserved, s.confirmed, s.cancelled, s.expired, s.voided, s.overridden, s.imported, s.last_used_at,"
     " s.counter_id"
-    " FROM docnum.sequence_status AS s"
-    " WHERE %(document_type)s::text IS NULL OR s.document_type = %(document_type)s::text"
-    " ORDER BY s.document_type, s.scope_value, s.period"
+    " FROM docnum.status(%(document_type)s::text) AS s"
 )
 
 #: One row per range of values, by type, scope, period and first value.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import typer
 
 from docnum import Numbering
 from docnum.cli import app
-from docnum.cli_hints import to_cli
+from docnum.cli_hints import PARAMETERS, to_cli
 from helpers import wait_until_blocked
 
 DOCNUM = [sys.executable, "-m", "docnum"]
@@ -201,6 +202,29 @@ def test_hints_speak_the_cli(dsn: str, numbering: Numbering) -> None:
     )
     assert to_cli("Pass ttl => interval '10 minutes', or NULL.") == "Pass --ttl '10 minutes', or NULL."
     assert to_cli("Use docnum.find_request('k').") == "Use in SQL: docnum.find_request('k')."
+
+
+def test_every_hint_the_sql_gives_reads_in_the_cli_s_words() -> None:
+    """Every HINT written in sql/, as the CLI shows it: no SQL argument syntax, no argument named in SQL's
+    words where the CLI has an option for it."""
+    engine = Path(__file__).resolve().parents[1] / "sql"
+    hints = [
+        match.replace("''", "'")
+        for path in sorted(engine.glob("*.sql"))
+        for match in re.findall(r"HINT\s*=\s*'((?:[^']|'')*)'", path.read_text(encoding="utf-8"))
+    ]
+    assert len(hints) > 50
+    sql_words = re.compile(
+        r"\b(?:[Oo]mit|omit the|Pass NULL to omit|Pass|leave out) (?:"
+        + "|".join(name for name, option in PARAMETERS.items() if option.startswith("--"))
+        + r")\b(?! =>)"
+    )
+    for hint in hints:
+        shown = to_cli(hint) or ""
+        assert "=>" not in shown, (hint, shown)
+        assert not sql_words.search(shown), (hint, shown)
+    assert to_cli("Omit scope for this type.") == "Omit --scope for this type."
+    assert to_cli("Pass NULL to omit actor.") == "Leave out --actor."
 
 
 def test_import_numbers_rejected_rows_by_their_line_across_multiline_cells(

@@ -139,9 +139,21 @@ def test_next_and_idempotency_key(http: httpx.Client) -> None:
     assert first.status_code == 201, first.text
     assert first.json()["data"]["document_number"] == "I-0001"
     retry = http.post(
-        "/document-numbering/next", json={"document_type": "IDEM"}, headers={**APP, "Idempotency-Key": "k-1"}
+        "/document-numbering/next",
+        json={"document_type": "IDEM", "document_ref": "doc-1"},
+        headers={**APP, "Idempotency-Key": "k-1"},
     )
     assert retry.json()["data"]["document_number"] == "I-0001"
+    # the same key with another body: refused, as Stripe does, not answered with the first request's number
+    problem(
+        http.post(
+            "/document-numbering/next",
+            json={"document_type": "IDEM"},
+            headers={**APP, "Idempotency-Key": "k-1"},
+        ),
+        422,
+        "NB012",
+    )
     # the same key for another request (a reserve): NB012, 422
     reused = http.post(
         "/document-numbering/reserve",
@@ -320,11 +332,26 @@ def test_malformed_bodies_are_422_problems(http: httpx.Client) -> None:
     problem(http.get("/document-numbering/nothing-here", headers=APP), 404)
 
 
-def test_an_unexpected_error_is_a_bare_500(http: httpx.Client, server: Server) -> None:
-    # A NUL character cannot travel to PostgreSQL: the driver refuses it, which nothing maps.
-    response = http.get("/document-numbering/history", params={"document_number": "A\x00B"}, headers=READER)
+def test_an_unexpected_error_is_a_bare_500(
+    http: httpx.Client, server: Server, sql: psycopg.Connection[Any]
+) -> None:
+    # An error no NB code names, raised inside the database: a trigger put there by someone else.
+    sql.execute("SELECT docnum.define_type('BOOM', 'B-{SEQ:4}', actor => 'test')")
+    sql.execute(
+        "CREATE FUNCTION public.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$BEGIN RAISE EXCEPTION 'not today: secret detail' USING ERRCODE = 'XX001'; END$$"
+    )
+    sql.execute(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON docnum.ledger FOR EACH ROW"
+        " WHEN (NEW.document_type = 'BOOM') EXECUTE FUNCTION public.refuse_boom()"
+    )
+    try:
+        response = http.post("/document-numbering/next", json={"document_type": "BOOM"}, headers=APP)
+    finally:
+        sql.execute("DROP TRIGGER refuse_boom ON docnum.ledger")
+        sql.execute("DROP FUNCTION public.refuse_boom()")
     body = problem(response, 500)
-    assert body["detail"] == "the server could not answer this request"
+    assert body["detail"] == "the server could not answer this request" and "secret" not in response.text
     assert set(body) == {"type", "title", "status", "detail", "instance", "success"}
 
 

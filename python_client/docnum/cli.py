@@ -556,7 +556,13 @@ def import_(
     ],
     actor: Actor = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Rows per call; each batch is its own transaction.")
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=10000,
+            help="Rows per call (at most 10,000); each is its own transaction.",
+        ),
     ] = 5000,
     as_json: AsJson = False,
 ) -> None:

@@ -70,6 +70,15 @@ _NAMED = re.compile(r"\b(?P<name>[a-z_]+)\s*=>\s*")
 _ARGUMENT = re.compile(r"^(?:(?P<name>[a-z_]+)\s*=>\s*)?(?P<value>.*)$", re.DOTALL)
 
 
+#: Prose that tells to leave an argument out: "Omit scope for this type.", "Pass NULL to omit actor."
+_OMIT = re.compile(r"\b(?P<verb>[Oo]mit) (?P<name>[a-z_]+)\b")
+_OMIT_NULL = re.compile(r"\bPass NULL to omit (?P<name>[a-z_]+)\b")
+
+
+def _label(name: str) -> str:
+    return PARAMETERS.get(name, name)
+
+
 def parameter_label(column: str | None) -> str | None:
     """The CLI's name for a SQL argument (an error's COLUMN field): ``scope`` -> ``--scope``."""
     if not column:
@@ -149,6 +158,8 @@ def to_cli(hint: str | None) -> str | None:
             converted.append(piece)
             continue
         piece = _NAMED.sub(_argument, piece)
+        piece = _OMIT_NULL.sub(lambda m: f"Leave out {_label(m['name'])}", piece)
+        piece = _OMIT.sub(lambda m: f"{m['verb']} {_label(m['name'])}", piece)
         piece = re.sub(r"(--[a-z-]+) interval '", r"\1 '", piece)
         piece = re.sub(r"(--skip-validation|--allow-override) true\b", r"\1", piece)
         converted.append(piece)

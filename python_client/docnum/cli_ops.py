@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import typer
@@ -190,14 +190,39 @@ def dsn(
     show_password: Annotated[
         bool, typer.Option("--show-password", help="Print the password as it is.")
     ] = False,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Another role to log in as, on the same server and database."),
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="That role's password (printed as given).")
+    ] = None,
 ) -> None:
     """Print the connection URI of the database in use (the embedded server is started and kept running).
 
-    Example: psql "$(docnum dsn)"
+    Example: psql "$(docnum dsn)"; DOCNUM_DSN="$(docnum dsn --user docnum_authenticator --password change-me)"
     """
+    if password is not None and user is None:
+        raise typer.BadParameter("it goes with --user NAME", param_hint="--password")
     with reported():
         value = _database_in_use(ctx)
+    if user is not None:
+        typer.echo(with_login(value, user, password))
+        return
     typer.echo(value if show_password else mask_password(value))
+
+
+def with_login(dsn: str, user: str, password: str | None) -> str:
+    """``dsn`` (a URI or key=value conninfo) logging in as ``user`` with ``password`` (none when None)."""
+    if not re.match(r"^postgres(ql)?://", dsn):
+        return make_conninfo(dsn, user=user, password=password)
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rpartition("@")[2]
+    credentials = quote(user, safe="") + ("" if password is None else ":" + quote(password, safe=""))
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("user", "password")
+    ]
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{hosts}", query=urlencode(query, safe="/")))
 
 
 def _psql_program(dsn_given: bool) -> str:

@@ -15,7 +15,7 @@ import typer
 
 from docnum.cli_support import CommandError, reported, target
 
-__all__ = ["register", "serve"]
+__all__ = ["register", "serve", "token"]
 
 
 def register(app: typer.Typer) -> None:
@@ -25,14 +25,27 @@ def register(app: typer.Typer) -> None:
         epilog="Example: docnum serve --host 127.0.0.1 --port 8000 (with DOCNUM_DSN naming the login role"
         " docnum_authenticator, and DOCNUM_JWT_SECRET set)",
     )(serve)
+    app.command("token")(token)
 
 
 def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, with docnum's own loggers (``docnum.http``) on the same handler."""
+    """uvicorn's logging, with docnum's own loggers (``docnum.http``) on the same handler; only printable text
+    in any record, and no second, ERROR, record of a response stopped on purpose (docnum.http.logs)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {
+        "printable": {"()": "docnum.http.logs.Printable"},
+        "quiet_abandoned": {"()": "docnum.http.logs.QuietAbandoned"},
+    }
+    for handler in config["handlers"].values():
+        handler["filters"] = [*handler.get("filters", []), "printable"]
+    config["loggers"]["uvicorn.error"]["filters"] = ["quiet_abandoned"]
     config["loggers"]["docnum"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # psycopg warns "error ignored terminating <pipeline>" after every refused call (an NB error ends the
+    # pipeline a request runs in): the refusal is the answer, not news. The pool's warnings stay.
+    config["loggers"]["psycopg"] = {"handlers": ["default"], "level": "ERROR", "propagate": False}
+    config["loggers"]["psycopg.pool"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
     return config
 
 
@@ -67,6 +80,26 @@ def serve(
             help="Serve GET /metrics (no token): docnum's figures, as `docnum metrics`, and this server's.",
         ),
     ] = True,
+    export_slots: Annotated[
+        int | None,
+        typer.Option(
+            "--export-slots",
+            min=1,
+            help="Audit exports streaming at once, each holding a connection; more get 503."
+            " [default: a quarter of --pool-max]",
+        ),
+    ] = None,
+    export_send_timeout: Annotated[
+        float,
+        typer.Option(
+            "--export-send-timeout",
+            min=0.1,
+            help="Seconds an export's client may take to accept the next chunk before the export stops.",
+        ),
+    ] = 30.0,
+    export_max_seconds: Annotated[
+        float, typer.Option("--export-max-seconds", min=1, help="Seconds an export may stream in all.")
+    ] = 600.0,
 ) -> None:
     """Serve the HTTP API (reserve, confirm, cancel, administration; OpenAPI at /docs) until Ctrl-C.
 
@@ -78,6 +111,7 @@ def serve(
             import uvicorn
 
             from docnum.http import Settings, create_app
+            from docnum.http.limits import HEAD_LIMIT
         except ImportError as exc:
             raise CommandError(
                 "setting",
@@ -93,6 +127,9 @@ def serve(
             pool_max=pool_max,
             pool_timeout=pool_timeout,
             metrics=metrics,
+            export_slots=export_slots,
+            export_send_timeout=export_send_timeout,
+            export_max_seconds=export_max_seconds,
         )
         try:
             application = create_app(settings)
@@ -107,4 +144,58 @@ def serve(
         access_log=access_log,
         proxy_headers=False,
         server_header=False,
+        http=_http_protocol(),
+        # the h11 parser's own bound on a request head, should httptools be missing
+        h11_max_incomplete_event_size=HEAD_LIMIT,
     )
+
+
+def _http_protocol() -> Any:
+    """httptools with a bound on the request head (docnum.http.limits), or uvicorn's h11 without it."""
+    try:
+        from docnum.http.protocol import BoundedHttpToolsProtocol
+    except ImportError:
+        return "h11"
+    return BoundedHttpToolsProtocol
+
+
+def token(
+    role: Annotated[str, typer.Argument(help="docnum_app, docnum_reader or docnum_admin.")],
+    sub: Annotated[str, typer.Option("--sub", help="Who asks: the actor of everything done with it.")],
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="Seconds until it expires.")] = 3600,
+    audience: Annotated[
+        str | None, typer.Option("--aud", envvar="DOCNUM_JWT_AUDIENCE", help="Its aud claim.")
+    ] = None,
+) -> None:
+    """Print a token for `docnum serve`, signed (HS256) with DOCNUM_JWT_SECRET: for trying the API and for
+    scripts; applications get theirs from their identity provider.
+
+    Example: docnum token docnum_app --sub alice --ttl 600  (in a script: TOKEN=$(docnum token ...))
+    """
+    import os
+    import time
+
+    from docnum.http.auth import ROLES
+
+    with reported():
+        secret = os.environ.get("DOCNUM_JWT_SECRET", "")
+        if not secret:
+            raise CommandError(
+                "setting",
+                "DOCNUM_JWT_SECRET is not set",
+                hint="Export the secret docnum serve verifies tokens with (32 bytes at least).",
+            )
+        if role not in ROLES:
+            raise CommandError(
+                "setting", f"{role!r} is not a docnum role", hint=f"Use one of {', '.join(sorted(ROLES))}."
+            )
+        try:
+            import jwt
+        except ImportError as exc:
+            raise CommandError(
+                "setting", "signing a token needs PyJWT", hint="pip install 'docnum[server]'"
+            ) from exc
+        claims: dict[str, Any] = {"sub": sub, "role": role, "exp": int(time.time()) + ttl}
+        if audience:
+            claims["aud"] = audience
+        typer.echo(jwt.encode(claims, secret, algorithm="HS256"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import IO
 from docnum.client import Numbering
 from docnum.models import ImportResult
 
-__all__ = ["REJECTED_SHOWN", "CsvBatch", "ImportSummary", "LegacyCsv", "import_file"]
+__all__ = ["REJECTED_SHOWN", "CsvBatch", "CsvProblem", "ImportSummary", "LegacyCsv", "import_file"]
 
 #: Rejected rows listed after an import; the summary counts the others.
 REJECTED_SHOWN = 50
@@ -30,48 +31,85 @@ class CsvBatch:
     rows: list[dict[str, str | None]]
 
 
+class CsvProblem(ValueError):
+    """A legacy CSV that cannot be read: no header, a missing column, a cell too long; ``line`` where."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message if line is None else f"line {line}: {message}")
+        self.line = line
+
+
 class LegacyCsv:
-    """A CSV file of legacy numbers, read as a stream of batches.
+    """A CSV of legacy numbers, read as a stream of batches: a file (``docnum import``) or the body of an HTTP
+    import (:meth:`from_bytes`).
 
     The header names the columns (case and surrounding spaces ignored): ``document_type`` and
     ``document_number`` are required, ``created_at`` and ``document_ref`` optional, others ignored.  An empty
-    cell is a missing value.  The file is UTF-8 (a byte order mark is allowed).  ``bytes_read`` tells how far
-    the reading got, for a progress bar.
+    cell is a missing value.  The text is UTF-8 (a byte order mark is allowed); a cell holds at most
+    :data:`MAX_CELL` characters.  ``bytes_read`` tells how far the reading got, for a progress bar.  What
+    cannot be read is a :class:`CsvProblem`.
     """
 
     REQUIRED = ("document_type", "document_number")
     OPTIONAL = ("created_at", "document_ref")
+    #: The longest cell read (the csv module's limit, left as it is); a legacy number is well under 300.
+    MAX_CELL = 131_072
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path | None = None, *, data: bytes | None = None, name: str | None = None
+    ) -> None:
+        if (path is None) == (data is None):
+            raise TypeError("give a path or data")
         self.path = path
-        self.size = path.stat().st_size
+        self._data = data
+        self.name = name or (path.name if path is not None else "the CSV")
+        self.size = path.stat().st_size if path is not None else len(data or b"")
         self.bytes_read = 0
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
+        with self._open() as handle:
+            try:
+                header = next(csv.reader(self._lines(handle, count=False)), None)
+            except csv.Error as exc:
+                raise CsvProblem(_csv_message(exc, self.MAX_CELL), 1) from None
         if not header:
-            raise ValueError(f"{path.name} is empty; it needs a header line")
+            raise CsvProblem(f"{self.name} is empty; it needs a header line")
         names = [name.strip().lower() for name in header]
         missing = [name for name in self.REQUIRED if name not in names]
         if missing:
-            raise ValueError(
-                f"{path.name} has no column {', '.join(missing)} (its header: {', '.join(header)})"
+            raise CsvProblem(
+                f"{self.name} has no column {', '.join(missing)} (its header: {', '.join(header)[:200]})"
             )
         self.columns = {name: names.index(name) for name in (*self.REQUIRED, *self.OPTIONAL) if name in names}
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "the CSV body") -> LegacyCsv:
+        return cls(data=data, name=name)
+
+    def _open(self) -> IO[bytes]:
+        return self.path.open("rb") if self.path is not None else io.BytesIO(self._data or b"")
 
     def batches(self, batch_size: int) -> Iterator[CsvBatch]:
         """The data rows, ``batch_size`` at a time (the last batch may be shorter)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.bytes_read = 0
-        with self.path.open("rb") as handle:
+        with self._open() as handle:
             reader = csv.reader(self._lines(handle))
-            next(reader, None)  # the header
+            try:
+                next(reader, None)  # the header
+            except csv.Error as exc:
+                raise CsvProblem(str(exc), 1) from None
             lines: list[int] = []
             rows: list[dict[str, str | None]] = []
             # reader.line_num counts the physical lines read so far: a record starts on the line after the
             # previous record's last one, however many lines its quoted cells span.
             line_after = reader.line_num
-            for record in reader:
+            while True:
+                try:
+                    record = next(reader, None)
+                except csv.Error as exc:
+                    raise CsvProblem(_csv_message(exc, self.MAX_CELL), line_after + 1) from None
+                if record is None:
+                    break
                 line, line_after = line_after + 1, reader.line_num
                 if not record:  # a blank line
                     continue
@@ -88,13 +126,24 @@ class LegacyCsv:
             if rows:
                 yield CsvBatch(lines, rows)
 
-    def _lines(self, handle: IO[bytes]) -> Iterator[str]:
+    def _lines(self, handle: IO[bytes], *, count: bool = True) -> Iterator[str]:
         # Binary lines, so the bytes read are known; a newline byte never splits a UTF-8 character.
         encoding = "utf-8-sig"
-        for raw in handle:
-            self.bytes_read += len(raw)
-            yield raw.decode(encoding)
+        for number, raw in enumerate(handle, start=1):
+            if count:
+                self.bytes_read += len(raw)
+            try:
+                yield raw.decode(encoding)
+            except UnicodeDecodeError:
+                raise CsvProblem(f"{self.name} is not UTF-8", number) from None
             encoding = "utf-8"
+
+
+def _csv_message(exc: csv.Error, limit: int) -> str:
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return f"a cell holds more than {limit:,} characters"
+    return text[:200]
 
 
 @dataclasses.dataclass

@@ -13,12 +13,12 @@ once, in ``docnum._client_common``), and any error becomes a problem response
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
-import io
 import json
 import logging
+import math
 import os
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from starlette.types import Send
 
 from docnum._client_common import (
     _alter_type,
@@ -58,12 +60,13 @@ from docnum._client_common import (
     _void,
     _void_and_replace,
 )
-from docnum.csv_import import LegacyCsv
+from docnum.csv_import import CsvProblem, LegacyCsv
 from docnum.errors import ReservationExpired
-from docnum.exports import AUDIT_EXPORT_COLUMNS, _csv_cell
+from docnum.exports import ExportEncoder, ExportFormat
 from docnum.http.auth import Principal, Verifier
 from docnum.http.db import Database
-from docnum.http.errors import Problem, install_error_handlers
+from docnum.http.errors import Problem, ResponseAbandoned, install_error_handlers
+from docnum.http.limits import RequestLimits
 from docnum.http.ratelimit import RateLimiter
 from docnum.models import AuditEntry, ImportResult
 from docnum.render import json_value
@@ -100,6 +103,16 @@ class Settings:
     pool_timeout: float = 5.0
     #: Serve GET /metrics (docnum.http.metrics).
     metrics: bool = True
+    #: Audit exports streaming at once, each holding a pooled connection (0: a quarter of pool_max).
+    export_slots: int = 0
+    #: Seconds a client of an export may take to accept the next chunk before the export is stopped.
+    export_send_timeout: float = 30.0
+    #: Seconds an export may stream in all.
+    export_max_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.export_slots <= 0:
+            object.__setattr__(self, "export_slots", max(1, self.pool_max // 4))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -123,96 +136,145 @@ class _State:
     limiter: RateLimiter
     database: Database
     heads: set[str]
+    exports: int = 0  # audit exports streaming now
 
 
-# -- request bodies ---------------------------------------------------------------------------------------
+# -- what a request may carry ------------------------------------------------------------------------------
+# Every text and number a request carries is checked here for what PostgreSQL cannot store at all (a NUL
+# character, a lone surrogate, a number past its type, a JSON number JSON cannot write): such input would
+# otherwise fail inside the driver or the server as an error of ours. It is a 422 naming the field, before
+# anything runs. What docnum's rules allow (lengths, ranges, formats) stays the database's to say.
+
+#: Levels of nesting a JSON value in a request (metadata) may have.
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000), which PostgreSQL cannot store")
+    if _SURROGATE.search(value):
+        raise ValueError("must not contain a lone surrogate (U+D800 to U+DFFF): it is no character")
+    return value
+
+
+def _check_json(value: Any, depth: int = 1) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"must not be nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("holds a number JSON cannot carry (Infinity, NaN, or one too large for a double)")
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+    return value
+
+
+#: A text PostgreSQL can store.
+Text = Annotated[str, AfterValidator(_check_text)]
+#: A JSON object PostgreSQL can store (jsonb), nested at most MAX_JSON_DEPTH levels.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+#: The ranges of PostgreSQL's integer and bigint.
+Int4 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int8 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+#: A duration in seconds or milliseconds: positive, and an interval PostgreSQL can hold.
+Duration = Annotated[int, Field(gt=0, le=2**31 - 1)]
 
 ScopeValue = Annotated[
-    str | None, Field(description="Scope value (a project or contract code) for PROJECT and CONTRACT types.")
+    Text | None, Field(description="Scope value (a project or contract code) for PROJECT and CONTRACT types.")
 ]
 
 
 class ReserveBody(BaseModel):
-    document_type: str = Field(description="The document type's code.", examples=["COR"])
+    document_type: Text = Field(description="The document type's code.", examples=["COR"])
     scope_value: ScopeValue = None
-    metadata: dict[str, Any] | None = Field(None, description="A JSON object kept with the reservation.")
-    ttl_seconds: int | None = Field(
-        None, gt=0, description="How long the reservation holds (default: the type's reservation_ttl)."
+    metadata: JsonObject | None = Field(
+        None, description="A JSON object kept with the reservation (at most 8 KiB as JSON text)."
+    )
+    ttl_seconds: Duration | None = Field(
+        None, description="How long the reservation holds (default: the type's reservation_ttl)."
     )
     document_date: date | None = Field(None, description="The document's date (default: today).")
 
 
 class TokenBody(BaseModel):
-    token: str = Field(description="The reservation token returned by reserve.")
-    document_ref: str | None = Field(None, description="confirm: your document's id, kept in the ledger.")
-    reason: str | None = Field(None, description="cancel: why, kept in the audit log.")
+    token: Text = Field(description="The reservation token returned by reserve.")
+    document_ref: Text | None = Field(None, description="confirm: your document's id, kept in the ledger.")
+    reason: Text | None = Field(None, description="cancel: why, kept in the audit log.")
 
 
 class NextBody(BaseModel):
-    document_type: str = Field(examples=["COR"])
+    document_type: Text = Field(examples=["COR"])
     scope_value: ScopeValue = None
-    document_ref: str | None = None
+    document_ref: Text | None = None
     document_date: date | None = None
 
 
 class BatchBody(BaseModel):
-    document_type: str
-    count: int = Field(description="How many numbers, 1 to 10,000.")
+    document_type: Text
+    count: Int4 = Field(description="How many numbers, 1 to 10,000.")
     scope_value: ScopeValue = None
     document_date: date | None = None
 
 
 class ReserveBatchBody(BatchBody):
-    metadata: dict[str, Any] | None = None
-    ttl_seconds: int | None = Field(None, gt=0)
+    metadata: JsonObject | None = Field(
+        None, description="Kept with every number: at most 8 KiB, and 1 MiB for the whole batch."
+    )
+    ttl_seconds: Duration | None = None
 
 
 class _TypeSettings(BaseModel):
-    format: str | None = Field(None, description="The template, e.g. COR-{YYYY}-{SEQ:5}.")
-    time_zone: str | None = None
-    max_value: int | None = None
-    reservation_ttl_seconds: int | None = Field(None, gt=0)
-    lock_timeout_ms: int | None = Field(None, ge=0)
+    format: Text | None = Field(None, description="The template, e.g. COR-{YYYY}-{SEQ:5}.")
+    time_zone: Text | None = None
+    max_value: Int8 | None = None
+    reservation_ttl_seconds: Duration | None = None
+    lock_timeout_ms: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     allow_manual_override: bool | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
 
 class DefineTypeBody(_TypeSettings):
-    code: str = Field(examples=["COR"])
-    format: str = Field(description="The template, e.g. COR-{YYYY}-{SEQ:5}.")
-    scope: str | None = Field(None, description="GLOBAL (default), PROJECT or CONTRACT.")
-    reset: str | None = Field(None, description="NEVER (default), YEARLY, MONTHLY...")
+    code: Text = Field(examples=["COR"])
+    format: Text = Field(description="The template, e.g. COR-{YYYY}-{SEQ:5}.")
+    scope: Text | None = Field(None, description="GLOBAL (default), PROJECT or CONTRACT.")
+    reset: Text | None = Field(None, description="NEVER (default), YEARLY, MONTHLY...")
 
 
 class AlterTypeBody(_TypeSettings):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class ManualBody(BaseModel):
-    document_type: str
-    document_number: str = Field(description="The number a person chose.")
-    reason: str
+    document_type: Text
+    document_number: Text = Field(description="The number a person chose.")
+    reason: Text
     skip_validation: bool = False
 
 
 class VoidBody(BaseModel):
-    document_number: str
-    reason: str
+    document_number: Text
+    reason: Text
 
 
 class SetCounterBody(BaseModel):
-    document_type: str
+    document_type: Text
     scope_value: ScopeValue = None
-    period: str | None = Field(None, description="The counter's period (default: the current one).")
-    value: int
-    reason: str
+    period: Text | None = Field(None, description="The counter's period (default: the current one).")
+    value: Int8
+    reason: Text
 
 
 class ImportRow(BaseModel):
-    document_type: str | None = None
-    document_number: str | None = None
-    created_at: str | None = None
-    document_ref: str | None = None
+    document_type: Text | None = None
+    document_number: Text | None = None
+    created_at: Text | None = None
+    document_ref: Text | None = None
 
 
 class ImportBody(BaseModel):
@@ -280,16 +342,9 @@ async def principal(
     return _state(request).verifier.verify(credentials.credentials if credentials else None)
 
 
-async def issuing_principal(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Principal:
-    """The caller of a call that issues a number, within its rate limit (429 otherwise)."""
-    _state(request).limiter.check(caller.subject)
-    return caller
-
-
 Caller = Annotated[Principal, Depends(principal)]
-IssuingCaller = Annotated[Principal, Depends(issuing_principal)]
 IdempotencyKey = Annotated[
-    str | None,
+    Text | None,
     Header(
         alias="Idempotency-Key",
         description="Retries with the same key get the same number (per subject); a key names one request.",
@@ -297,8 +352,13 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def _call(request: Request, caller: Principal, call: _Call[T]) -> T:
-    return await _state(request).database.call(caller, call)
+async def _call(request: Request, caller: Principal, call: _Call[T], *, issuing: bool = False) -> T:
+    """Run ``call`` as ``caller``. A call that issues numbers first takes one from the caller's rate limit
+    (429 otherwise): only a request that got this far, past every check of its input, counts."""
+    state = _state(request)
+    if issuing:
+        state.limiter.check(caller.subject)
+    return await state.database.call(caller, call)
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -380,6 +440,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.docnum = state
     install_error_handlers(app)
     _routes(app)
+    # Around the application: body limits, and the token checked before a body is read (docnum.http.limits).
+    app.add_middleware(
+        RequestLimits,
+        verify=verifier.verify,
+        needs_token=lambda path: path.startswith(PREFIX),
+        limits={f"{PREFIX}/import": MAX_IMPORT_BYTES},
+    )
     install_metrics(app)
     return app
 
@@ -402,10 +469,14 @@ def _routes(app: FastAPI) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Database reachable, migrations at head, not a standby.")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Database reachable, migrations at head, not a standby, a pool connection free.",
+    )
     async def readyz(request: Request) -> JSONResponse:
         state = _state(request)
-        checks = await state.database.readiness(state.heads)
+        checks = await state.database.readiness(state.heads, state.exports)
         ready = all(check.get("ok") for check in checks.values()) and "migrations" in checks
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
@@ -419,7 +490,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ISSUING_RESPONSES,
     )
     async def reserve(
-        request: Request, body: ReserveBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
+        request: Request, body: ReserveBody, caller: Caller, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
         request_id = _request_id(caller, idempotency_key)
         reservation = await _call(
@@ -434,6 +505,7 @@ def _routes(app: FastAPI) -> None:
                 document_date=body.document_date,
                 request_id=request_id,
             ),
+            issuing=True,
         )
         data = {
             **dataclasses.asdict(reservation),
@@ -475,7 +547,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ISSUING_RESPONSES,
     )
     async def next_number(
-        request: Request, body: NextBody, caller: IssuingCaller, idempotency_key: IdempotencyKey = None
+        request: Request, body: NextBody, caller: Caller, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
         request_id = _request_id(caller, idempotency_key)
         number = await _call(
@@ -489,6 +561,7 @@ def _routes(app: FastAPI) -> None:
                 document_date=body.document_date,
                 request_id=request_id,
             ),
+            issuing=True,
         )
         data = {
             "document_number": number,
@@ -503,7 +576,7 @@ def _routes(app: FastAPI) -> None:
         summary="What an Idempotency-Key of yours was served with (404 when nothing committed).",
         responses=_ERROR_RESPONSES,
     )
-    async def find_request(request: Request, idempotency_key: str, caller: Caller) -> JSONResponse:
+    async def find_request(request: Request, idempotency_key: Text, caller: Caller) -> JSONResponse:
         request_id = _request_id(caller, idempotency_key)
         assert request_id is not None
         outcome = await _call(request, caller, _find_request(request_id))
@@ -518,7 +591,7 @@ def _routes(app: FastAPI) -> None:
         summary="Issue and confirm the next count numbers of one counter, in order (1 to 10,000).",
         responses=_ISSUING_RESPONSES,
     )
-    async def next_batch(request: Request, body: BatchBody, caller: IssuingCaller) -> JSONResponse:
+    async def next_batch(request: Request, body: BatchBody, caller: Caller) -> JSONResponse:
         numbers = await _call(
             request,
             caller,
@@ -529,6 +602,7 @@ def _routes(app: FastAPI) -> None:
                 actor=caller.subject,
                 document_date=body.document_date,
             ),
+            issuing=True,
         )
         return _ok({"document_numbers": numbers, "document_type": body.document_type}, 201)
 
@@ -539,7 +613,7 @@ def _routes(app: FastAPI) -> None:
         summary="Reserve the next count numbers of one counter, each with its own token (1 to 10,000).",
         responses=_ISSUING_RESPONSES,
     )
-    async def reserve_batch(request: Request, body: ReserveBatchBody, caller: IssuingCaller) -> JSONResponse:
+    async def reserve_batch(request: Request, body: ReserveBatchBody, caller: Caller) -> JSONResponse:
         reservations = await _call(
             request,
             caller,
@@ -552,6 +626,7 @@ def _routes(app: FastAPI) -> None:
                 ttl=_seconds(body.ttl_seconds),
                 document_date=body.document_date,
             ),
+            issuing=True,
         )
         return _ok({"reservations": _rows(reservations), "document_type": body.document_type}, 201)
 
@@ -561,7 +636,7 @@ def _routes(app: FastAPI) -> None:
         summary="A document type's definition.",
         responses=_ERROR_RESPONSES,
     )
-    async def get_type(request: Request, code: str, caller: Caller) -> JSONResponse:
+    async def get_type(request: Request, code: Text, caller: Caller) -> JSONResponse:
         found = await _call(request, caller, _get_type(code))
         if found is None:
             raise Problem(
@@ -602,7 +677,7 @@ def _routes(app: FastAPI) -> None:
         summary="Change a document type (docnum_admin); fields left out stay as they are.",
         responses=_ERROR_RESPONSES,
     )
-    async def alter_type(request: Request, code: str, body: AlterTypeBody, caller: Caller) -> JSONResponse:
+    async def alter_type(request: Request, code: Text, body: AlterTypeBody, caller: Caller) -> JSONResponse:
         altered = await _call(
             request,
             caller,
@@ -638,7 +713,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def status(
-        request: Request, caller: Caller, document_type: Annotated[str | None, Query()] = None
+        request: Request, caller: Caller, document_type: Annotated[Text | None, Query()] = None
     ) -> JSONResponse:
         return _ok(_rows(await _call(request, caller, _status(document_type))))
 
@@ -649,7 +724,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def history(
-        request: Request, caller: Caller, document_number: Annotated[str, Query(min_length=1)]
+        request: Request, caller: Caller, document_number: Annotated[Text, Query(min_length=1)]
     ) -> JSONResponse:
         return _ok(_rows(await _call(request, caller, _history(document_number))))
 
@@ -662,9 +737,9 @@ def _routes(app: FastAPI) -> None:
     async def gaps(
         request: Request,
         caller: Caller,
-        document_type: Annotated[str | None, Query()] = None,
-        scope_value: Annotated[str | None, Query()] = None,
-        period: Annotated[str | None, Query()] = None,
+        document_type: Annotated[Text | None, Query()] = None,
+        scope_value: Annotated[Text | None, Query()] = None,
+        period: Annotated[Text | None, Query()] = None,
     ) -> JSONResponse:
         found = await _call(request, caller, _gaps(document_type, scope=scope_value, period=period))
         return _ok(_rows(found))
@@ -808,10 +883,10 @@ def _routes(app: FastAPI) -> None:
         caller: Caller,
         start: Annotated[datetime, Query(alias="from", description="Start (inclusive), ISO 8601.")],
         end: Annotated[datetime, Query(alias="to", description="End (exclusive), ISO 8601.")],
-        document_type: Annotated[str | None, Query()] = None,
+        document_type: Annotated[Text | None, Query()] = None,
         format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
     ) -> StreamingResponse:
-        return await _export_response(_state(request).database, caller, start, end, document_type, format)
+        return await _export_response(_state(request), caller, start, end, document_type, format)
 
 
 def _token(text: str) -> str:
@@ -828,40 +903,33 @@ def _token(text: str) -> str:
 
 
 async def _import_rows(request: Request) -> tuple[list[dict[str, Any]], list[int] | None]:
-    """The rows of an import body (JSON object with rows, a JSON array, or CSV), and the CSV line of each."""
+    """The rows of an import body (JSON object with rows, a JSON array, or CSV), and the CSV line of each.
+    The body is at most MAX_IMPORT_BYTES (RequestLimits refused a larger one before reading it)."""
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    raw = await _body(request)
+    raw = await request.body()
     if media in ("text/csv", "application/csv"):
         return _csv_rows(raw)
     if media != "application/json":
         raise Problem(415, "Unsupported Media Type", "send application/json or text/csv")
     try:
         parsed = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than Python parses
         raise Problem(422, "Invalid request", "the body is not valid JSON") from None
     if isinstance(parsed, list):
         parsed = {"rows": parsed}
     try:
         body = ImportBody.model_validate(parsed)
     except ValueError as exc:
-        raise Problem(422, "Invalid request", f"rows must be objects of text fields: {exc}") from None
+        errors = exc.errors() if hasattr(exc, "errors") else []
+        where = "; ".join(
+            f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+            for error in errors[:5]
+        )
+        raise Problem(
+            422, "Invalid request", f"rows must be objects of text fields ({where})"[:500]
+        ) from None
     _check_size(len(body.rows))
     return [row.model_dump(exclude_none=True) for row in body.rows], None
-
-
-async def _body(request: Request) -> bytes:
-    """The request body, refused (413) once it passes MAX_IMPORT_BYTES, before it is all in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_IMPORT_BYTES:
-        raise _too_large(f"{int(declared):,} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_IMPORT_BYTES:
-            raise _too_large(f"more than {MAX_IMPORT_BYTES:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _too_large(what: str) -> Problem:
@@ -879,57 +947,71 @@ def _check_size(count: int) -> None:
 
 
 def _csv_rows(raw: bytes) -> tuple[list[dict[str, Any]], list[int]]:
-    """CSV read as ``docnum import`` reads a file: header names (any case), empty cell = missing."""
+    """CSV read as ``docnum import`` reads a file (the same reader): header names (any case), empty cell =
+    missing; a cell, a line or the text that cannot be read is 422 naming the line."""
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise Problem(422, "Invalid request", "the CSV body is not UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise Problem(422, "Invalid request", "the CSV body is empty; it needs a header line")
-    names = [name.strip().lower() for name in header]
-    missing = [name for name in LegacyCsv.REQUIRED if name not in names]
-    if missing:
-        raise Problem(422, "Invalid request", f"the CSV header has no column {', '.join(missing)}")
-    columns = {
-        name: names.index(name) for name in (*LegacyCsv.REQUIRED, *LegacyCsv.OPTIONAL) if name in names
-    }
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
-    line_after = reader.line_num
-    for record in reader:
-        line, line_after = line_after + 1, reader.line_num
-        if not record:
-            continue
-        lines.append(line)
-        rows.append({name: record[i] for name, i in columns.items() if i < len(record) and record[i]})
-        _check_size(len(rows))
+        source = LegacyCsv.from_bytes(raw)
+        rows: list[dict[str, Any]] = []
+        lines: list[int] = []
+        for batch in source.batches(MAX_IMPORT_ROWS + 1):
+            rows += [{k: v for k, v in row.items() if v is not None} for row in batch.rows]
+            lines += batch.lines
+            _check_size(len(rows))
+    except CsvProblem as exc:
+        raise Problem(422, "Invalid request", str(exc)) from None
+    for line, row in zip(lines, rows, strict=True):
+        for name, value in row.items():
+            try:
+                _check_text(value)
+            except ValueError as exc:
+                raise Problem(422, "Invalid request", f"line {line}, {name}: {exc}") from None
     return rows, lines
 
 
-def _jsonl(entries: list[AuditEntry]) -> str:
-    return "".join(
-        json.dumps(
-            {name: getattr(e, name) for name in AUDIT_EXPORT_COLUMNS}, default=json_value, ensure_ascii=False
-        )
-        + "\n"
-        for e in entries
-    )
+class _ExportStream(StreamingResponse):
+    """A streamed export that cannot hold its connection for ever: every chunk must be taken by the client
+    within ``send_timeout`` seconds and the whole export must end within ``max_seconds``; otherwise the
+    export stops, its database transaction ends and the connection is dropped (the client sees an incomplete
+    body, never a complete-looking truncated one)."""
 
+    def __init__(self, *args: Any, send_timeout: float, max_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.send_timeout = send_timeout
+        self.max_seconds = max_seconds
 
-def _csv(entries: list[AuditEntry], header: bool) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    if header:
-        writer.writerow(AUDIT_EXPORT_COLUMNS)
-    for entry in entries:
-        writer.writerow([_csv_cell(name, getattr(entry, name)) for name in AUDIT_EXPORT_COLUMNS])
-    return buffer.getvalue()
+    async def stream_response(self, send: Send) -> None:
+        deadline = anyio.current_time() + self.max_seconds
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            async for chunk in self.body_iterator:
+                data = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
+                left = min(self.send_timeout, deadline - anyio.current_time())
+                with anyio.move_on_after(max(left, 0.0)) as waited:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                # A send to a client that has gone returns at once, and so may a fetch: without this, nothing
+                # would let the server's disconnect watcher stop an export whose client hung up.
+                await anyio.lowlevel.checkpoint()
+                if waited.cancelled_caught:
+                    reason = (
+                        f"it ran past its limit of {self.max_seconds:g} s"
+                        if anyio.current_time() >= deadline
+                        else f"its client took nothing for {self.send_timeout:g} s"
+                    )
+                    log.info("audit export stopped: %s", reason)
+                    raise ResponseAbandoned(reason)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (asyncio.CancelledError, OSError):
+            log.info("audit export ended early: the client hung up")
+            raise
+        finally:  # whatever ended it, its transaction ends and its connection goes back now
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 async def _export_response(
-    database: Database,
+    state: _State,
     caller: Principal,
     start: datetime,
     end: datetime,
@@ -937,13 +1019,30 @@ async def _export_response(
     fmt: str,
 ) -> StreamingResponse:
     """Stream an audit export from a server-side cursor, a chunk at a time; the connection (one transaction
-    as the caller's role) is held until the last row is sent.  The first row is read before the response
-    starts, so a refusal (403, NB006) is still a proper problem response; a failure after that cuts the
-    response short (the client sees an incomplete body, never a silently truncated one)."""
+    as the caller's role) is held until the last row is sent, and then given back.
+
+    At most ``export_slots`` exports stream at once (503 beyond), so the exports hold a bounded share of the
+    pool and every other request keeps the rest; each is bounded in time (:class:`_ExportStream`), and
+    PostgreSQL ends its transaction should this process stop fetching (idle_in_transaction_session_timeout).
+    The first row is read before the response starts, so a refusal (403, NB006) is still a proper problem
+    response; a failure after that cuts the response short."""
+    settings = state.settings
+    if state.exports >= settings.export_slots:
+        raise Problem(
+            503,
+            "Too many exports",
+            f"{settings.export_slots} audit exports are streaming already; this server runs no more at once",
+            hint="Try again shortly, or export a shorter time range.",
+            headers={"Retry-After": "5"},
+        )
+    state.exports += 1
     stack = AsyncExitStack()
-    numbering = await stack.enter_async_context(database.session(caller))
-    rows = numbering.audit_export(start, end, document_type, fetch_size=EXPORT_CHUNK)
+    stack.callback(_release_export_slot, state)
     try:
+        numbering = await stack.enter_async_context(
+            state.database.session(caller, idle_timeout_s=int(settings.export_send_timeout * 2 + 10))
+        )
+        rows = numbering.audit_export(start, end, document_type, fetch_size=EXPORT_CHUNK)
         first: AuditEntry | None = await rows.__anext__()
     except StopAsyncIteration:
         first = None
@@ -951,24 +1050,32 @@ async def _export_response(
         await stack.__aexit__(*sys.exc_info())
         raise
 
-    encode = _jsonl if fmt == "jsonl" else None
+    encoder = ExportEncoder(ExportFormat(fmt))
 
     async def body() -> AsyncIterator[str]:
         failed: BaseException | None = None
         try:
+            yield encoder.header()
             chunk: list[AuditEntry] = [first] if first is not None else []
-            header = True
-            if first is not None:
-                async for entry in rows:
-                    chunk.append(entry)
-                    if len(chunk) >= EXPORT_CHUNK:
-                        yield encode(chunk) if encode else _csv(chunk, header)
-                        header, chunk = False, []
-            if chunk or (header and encode is None):
-                yield encode(chunk) if encode else _csv(chunk, header)
+            more = first is not None
+            while more:
+                # A fetch is never interrupted: a client that hangs up stops the export between two chunks,
+                # and its connection goes back to the pool whole.
+                with anyio.CancelScope(shield=True):
+                    more = await _fill(chunk, rows, EXPORT_CHUNK)
+                yield encoder.rows(chunk)
+                chunk = []
+            if first is None:
+                yield encoder.rows(chunk)
+        except (
+            GeneratorExit,
+            asyncio.CancelledError,
+        ) as exc:  # stopped, or its client hung up (logged there)
+            failed = exc
+            raise
         except BaseException as exc:
             failed = exc
-            log.error("audit export stopped after it started", exc_info=exc)
+            log.error("audit export failed after it started", exc_info=exc)
             raise
         finally:
             with anyio.CancelScope(shield=True):
@@ -979,7 +1086,23 @@ async def _export_response(
                     await stack.__aexit__(type(failed), failed, failed.__traceback__)
 
     media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
-    filename = f"audit-export.{fmt}"
-    return StreamingResponse(
-        body(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    return _ExportStream(
+        body(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="audit-export.{fmt}"'},
+        send_timeout=settings.export_send_timeout,
+        max_seconds=settings.export_max_seconds,
     )
+
+
+async def _fill(chunk: list[AuditEntry], rows: AsyncIterator[AuditEntry], size: int) -> bool:
+    """Add rows to ``chunk`` until it holds ``size``; False when there were no more."""
+    async for entry in rows:
+        chunk.append(entry)
+        if len(chunk) >= size:
+            return True
+    return False
+
+
+def _release_export_slot(state: _State) -> None:
+    state.exports -= 1

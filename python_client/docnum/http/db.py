@@ -38,6 +38,8 @@ log = logging.getLogger("docnum.http")
 T = TypeVar("T")
 
 APPLICATION_NAME = "docnum-http"
+#: Seconds a readiness answer is reused for (see Database.readiness).
+READINESS_REUSE_S = 1.0
 
 #: One round trip: become the token's role and publish its claims, both for this transaction only.
 _BECOME = "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true)"
@@ -47,6 +49,11 @@ class Database:
     """A connection pool and the per-request transaction of the HTTP API."""
 
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 20, timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self._readiness_lock = asyncio.Lock()
+        self._readiness: dict[str, Any] = {}
+        self._readiness_at = float("-inf")
+        self._sweeping = False
         self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             dsn,
             min_size=min_size,
@@ -54,10 +61,28 @@ class Database:
             timeout=timeout,
             open=False,
             name="docnum-http",
+            # A connection the server ended (a restart, a terminated backend) is found before a request gets
+            # it, not by the request: one round trip per checkout (see _check).
+            check=self._check,
             # No server-side prepared statements: safe behind a transaction pooler (see docnum.client).
             # autocommit: each request says BEGIN and COMMIT itself (see call()).
             kwargs={"application_name": APPLICATION_NAME, "prepare_threshold": None, "autocommit": True},
         )
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The pool's check of a connection it is about to hand out. When one has died, the others most
+        likely died with it (the server restarted, or an operator ended the backends): they are all checked
+        at once, and replaced, rather than found one by one, each after a longer pause of the pool's."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if not self._sweeping:
+                self._sweeping = True
+                try:
+                    await self.pool.check()
+                finally:
+                    self._sweeping = False
+            raise
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -110,54 +135,98 @@ class Database:
         return call.result(rows)
 
     @asynccontextmanager
-    async def session(self, principal: Principal) -> AsyncIterator[AsyncNumbering]:
-        """A client bound to one transaction as ``principal`` for the ``async with`` block (never retried)."""
+    async def session(
+        self, principal: Principal, *, idle_timeout_s: int | None = None
+    ) -> AsyncIterator[AsyncNumbering]:
+        """A client bound to one transaction as ``principal`` for the ``async with`` block (never retried).
+
+        With ``idle_timeout_s``, PostgreSQL ends the transaction (and the connection) should this process
+        leave it idle that long, whatever becomes of the process: a backstop for long-lived sessions
+        (exports).
+        """
         async with self.pool.connection() as conn, conn.transaction():
             await self._become(conn, principal)
-            yield AsyncNumbering(conn)
-
-    async def readiness(self, heads: set[str]) -> dict[str, Any]:
-        """Whether the database can serve: reachable, schema docnum at the migrations' head, not a standby."""
-        checks: dict[str, Any] = {}
-        try:
-            async with self.pool.connection(timeout=1.0) as conn, conn.transaction():
-                cur = await conn.execute(
-                    "SELECT pg_is_in_recovery(), to_regnamespace('docnum') IS NOT NULL,"
-                    " to_regclass('public.alembic_version') IS NOT NULL",
+            if idle_timeout_s is not None:
+                await conn.execute(
+                    "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                    (f"{idle_timeout_s}s",),
                     prepare=False,
                 )
-                row = await cur.fetchone()
-                assert row is not None
-                standby, installed, versioned = row
-                checks["database"] = {"ok": True}
-                checks["primary"] = {"ok": not standby, "detail": "a standby" if standby else "read-write"}
-                if not installed:
-                    checks["migrations"] = {"ok": False, "detail": "schema docnum is not installed"}
-                elif not versioned:
-                    # Installed from sql/ directly: nothing to compare with, as `docnum doctor` warns.
-                    checks["migrations"] = {"ok": True, "detail": "schema docnum has no Alembic history"}
-                else:
-                    try:
-                        async with conn.transaction():
-                            cur = await conn.execute(
-                                "SELECT version_num FROM public.alembic_version", prepare=False
-                            )
-                            current = {str(r[0]) for r in await cur.fetchall()}
-                    except psycopg.errors.InsufficientPrivilege:
-                        checks["migrations"] = {
-                            "ok": False,
-                            "detail": "the login role cannot read public.alembic_version:"
-                            " GRANT SELECT ON public.alembic_version TO it",
-                        }
-                    else:
-                        at_head = current == heads
-                        checks["migrations"] = {
-                            "ok": at_head,
-                            "detail": f"at {', '.join(sorted(current)) or 'nothing'}"
-                            + ("" if at_head else f", head is {', '.join(sorted(heads))}"),
-                        }
+            yield AsyncNumbering(conn)
+
+    async def readiness(self, heads: set[str], exports: int = 0) -> dict[str, Any]:
+        """Whether this server can serve, and if not why: the database reachable (on a connection of its
+        own, so that a busy pool is not taken for a database that is down), schema docnum at the
+        migrations' head, not a standby, and a pool connection free or soon free."""
+        # /readyz needs no token: one check at a time, and its answer reused for a second, so that no number
+        # of probes opens more than one connection.
+        async with self._readiness_lock:
+            now = asyncio.get_running_loop().time()
+            if now - self._readiness_at > READINESS_REUSE_S:
+                self._readiness = await self._connect_and_check(heads)
+                self._readiness_at = asyncio.get_running_loop().time()
+            checks = dict(self._readiness)
+        checks["pool"] = self._pool_check(exports)
+        return checks
+
+    async def _connect_and_check(self, heads: set[str]) -> dict[str, Any]:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, connect_timeout=2, autocommit=True, application_name=APPLICATION_NAME
+            )
         except (psycopg.Error, OSError) as exc:
             log.warning("readiness: database unreachable: %s", type(exc).__name__)
+            return {"database": {"ok": False, "detail": "unreachable"}}
+        async with conn:
+            return await self._database_checks(conn, heads)
+
+    def _pool_check(self, exports: int) -> dict[str, Any]:
+        stats = self.pool.get_stats()
+        size, free = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        waiting, most = stats.get("requests_waiting", 0), stats.get("pool_max", self.pool.max_size)
+        busy = size - free
+        detail = (
+            f"{busy} of {most} connections in use ({exports} by audit exports), {waiting} requests waiting"
+        )
+        return {"ok": not (busy >= most and waiting > 0), "detail": detail}
+
+    async def _database_checks(self, conn: psycopg.AsyncConnection[Any], heads: set[str]) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            cur = await conn.execute(
+                "SELECT pg_is_in_recovery(), to_regnamespace('docnum') IS NOT NULL,"
+                " to_regclass('public.alembic_version') IS NOT NULL",
+                prepare=False,
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            standby, installed, versioned = row
+            checks["database"] = {"ok": True}
+            checks["primary"] = {"ok": not standby, "detail": "a standby" if standby else "read-write"}
+            if not installed:
+                checks["migrations"] = {"ok": False, "detail": "schema docnum is not installed"}
+            elif not versioned:
+                # Installed from sql/ directly: nothing to compare with, as `docnum doctor` warns.
+                checks["migrations"] = {"ok": True, "detail": "schema docnum has no Alembic history"}
+            else:
+                try:
+                    cur = await conn.execute("SELECT version_num FROM public.alembic_version", prepare=False)
+                    current = {str(r[0]) for r in await cur.fetchall()}
+                except psycopg.errors.InsufficientPrivilege:
+                    checks["migrations"] = {
+                        "ok": False,
+                        "detail": "the login role cannot read public.alembic_version:"
+                        " GRANT SELECT ON public.alembic_version TO it",
+                    }
+                else:
+                    at_head = current == heads
+                    checks["migrations"] = {
+                        "ok": at_head,
+                        "detail": f"at {', '.join(sorted(current)) or 'nothing'}"
+                        + ("" if at_head else f", head is {', '.join(sorted(heads))}"),
+                    }
+        except (psycopg.Error, OSError) as exc:
+            log.warning("readiness: database check failed: %s", type(exc).__name__)
             checks["database"] = {"ok": False, "detail": "unreachable"}
         return checks
 

@@ -28,6 +28,7 @@ __all__ = [
     "NB_STATUS",
     "PROBLEM_JSON",
     "Problem",
+    "ResponseAbandoned",
     "install_error_handlers",
     "problem_response",
 ]
@@ -64,6 +65,12 @@ NB_STATUS: dict[str, _Mapping] = {
 }
 #: An NB code this version does not know yet (a newer schema): a client error of unknown kind.
 _UNKNOWN_NB = _Mapping(400, "Numbering error")
+
+
+class ResponseAbandoned(Exception):
+    """A streamed response this server stopped after it started (its client stopped reading, or it ran out of
+    time): logged once, at INFO, where it happened; the connection is dropped, so the client sees an
+    incomplete body."""
 
 
 class Problem(Exception):
@@ -245,6 +252,8 @@ class _CatchAll:
 
         try:
             await self.app(scope, receive, sending)
+        except ResponseAbandoned:
+            raise  # logged where it happened; the server drops the connection
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:

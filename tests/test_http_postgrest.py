@@ -2,7 +2,7 @@
 with ``SET LOCAL ROLE <role claim>`` and ``request.jwt.claims`` set, functions called with named arguments.
 
 No HTTP server here: PostgREST is the HTTP layer; these tests check what the database does for it, and the
-grants the README's "Supabase and PostgREST" section tells users to give.
+grants docs/http-api.md's "Supabase and PostgREST" section tells users to give.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ SECRET = "a-test-secret-long-enough-for-hs256-and-hs384-and-hs512-0123456789"
 AUTHENTICATOR = "docnum_authenticator"
 AUTHENTICATOR_PASSWORD = "authenticator-test-password"
 
-#: The login role of the server's pool, as the README tells an operator to create it: NOINHERIT, so it has no
-#: rights of its own, and a member of the three docnum roles, so it may switch to them and to nothing else.
-#: (Roles are cluster-wide: created once, idempotently.)
+#: The login role of the server's pool, as docs/http-api.md tells an operator to create it: NOINHERIT, so it
+#: has no rights of its own, and a member of the three docnum roles, so it may switch to them and to nothing
+#: else. (Roles are cluster-wide: created once, idempotently.)
 CREATE_AUTHENTICATOR = f"""
 DO $$
 BEGIN

@@ -361,16 +361,16 @@ def schema_head() -> str:
     return str(head)
 
 
-# -- the README's managed-service commands, on a simulation of each service ---------------------------------
+# -- docs/install.md's managed-service commands, on a simulation of each service ---------------------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 MANAGED_MARKER = "<!-- tests/test_install.py runs this block for each service below -->"
 
 
-def readme_block(after: str, language: str, index: int = 0) -> str:
-    """The `index`th fenced block in `language` after the line `after` of the README."""
-    text = README.read_text(encoding="utf-8")
-    assert after in text, f"the README lost {after!r}"
+def doc_block(manual: str, after: str, language: str, index: int = 0) -> str:
+    """The `index`th fenced block in `language` after the line `after` of docs/`manual`."""
+    text = (DOCS / manual).read_text(encoding="utf-8")
+    assert after in text, f"docs/{manual} lost {after!r}"
     rest = text.split(after, 1)[1]
     blocks = rest.split(f"```{language}\n")[1:]
     return blocks[index].split("```", 1)[0]
@@ -399,7 +399,7 @@ SERVICES = {
 
 @contextmanager
 def managed(service: Service) -> Iterator[PrivateCluster]:
-    # fsync on, as on a service: the README's `docnum doctor` must pass
+    # fsync on, as on a service: docs/install.md's `docnum doctor` must pass
     with _cluster(service.major, superuser=service.superuser, settings={"fsync": "on"}) as cluster:
         with cluster.connect(autocommit=True) as su:
             admin = sql.Identifier(service.admin)
@@ -420,8 +420,8 @@ def managed(service: Service) -> Iterator[PrivateCluster]:
         yield cluster
 
 
-def run_readme_block(cluster: PrivateCluster, service: Service, pg_bindir: Path) -> None:
-    block = readme_block(MANAGED_MARKER, "sh")
+def run_install_block(cluster: PrivateCluster, service: Service, pg_bindir: Path) -> None:
+    block = doc_block("install.md", MANAGED_MARKER, "sh")
     script = (
         block.replace(
             "ADMIN:PASSWORD@HOST:5432/DBNAME",
@@ -438,12 +438,12 @@ def run_readme_block(cluster: PrivateCluster, service: Service, pg_bindir: Path)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_the_readme_installs_on_each_managed_service(name: str, pg_bindir: Path) -> None:
-    """The README's block, as written, on a server set up as the service sets it up; then the login it made
-    numbers documents, and the admin role never holds docnum_owner's rights."""
+def test_the_install_manual_installs_on_each_managed_service(name: str, pg_bindir: Path) -> None:
+    """docs/install.md's block, as written, on a server set up as the service sets it up; then the login it
+    made numbers documents, and the admin role never holds docnum_owner's rights."""
     service = SERVICES[name]
     with managed(service) as cluster:
-        run_readme_block(cluster, service, pg_bindir)
+        run_install_block(cluster, service, pg_bindir)
         app = cluster.dsn(service.dbname, "orders_app", "app-secret")
         with psycopg.connect(app, autocommit=True) as conn:
             number = conn.execute(
@@ -455,18 +455,19 @@ def test_the_readme_installs_on_each_managed_service(name: str, pg_bindir: Path)
             assert conn.execute("SELECT pg_has_role('docnum_owner', 'USAGE')").fetchone() == (False,)
 
 
-def test_the_readme_supabase_section_runs_as_supabases_postgres_role(pg_bindir: Path) -> None:
-    """After the managed install, the README's Supabase/PostgREST SQL, run by Supabase's `postgres` role (no
-    superuser), gives signed-in users reservations through the `api` wrappers, recorded under their `sub`."""
+def test_the_http_manual_supabase_section_runs_as_supabases_postgres_role(pg_bindir: Path) -> None:
+    """After the managed install, docs/http-api.md's Supabase/PostgREST SQL, run by Supabase's `postgres` role
+    (no superuser), gives signed-in users reservations through the `api` wrappers, recorded under their
+    `sub`."""
     service = SERVICES["supabase"]
     with managed(service) as cluster:
         with cluster.connect(autocommit=True) as su:  # what Supabase has before you start
             for role in ("anon", "authenticated", "web_user"):
                 su.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-        run_readme_block(cluster, service, pg_bindir)
+        run_install_block(cluster, service, pg_bindir)
         admin = cluster.dsn(service.dbname, service.admin, PASSWORD)
         for index in range(2):
-            section = readme_block("### Supabase and PostgREST", "sql", index)
+            section = doc_block("http-api.md", "## Supabase and PostgREST", "sql", index)
             result = psql(pg_bindir, admin, section)
             assert result.returncode == 0, (section, result.stderr)
         with psycopg.connect(cluster.dsn(service.dbname), autocommit=True) as conn, conn.transaction():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,7 +22,7 @@ from helpers import define, expect_error, in_thread, next_number, reserve, wait_
 Conn = psycopg.Connection[Any]
 Connect = Callable[..., Conn]
 
-#: Every family of the README's table, with its Prometheus type.
+#: Every family of docs/operations.md's table, with its Prometheus type.
 FAMILIES = {
     "numbering_sequences": "counter",
     "numbering_allocations": "counter",
@@ -45,6 +47,21 @@ FAMILIES = {
 
 def value(found: dict[Any, float], name: str, **labels: str) -> float:
     return found[(name, tuple(sorted(labels.items())))]
+
+
+def test_the_families_are_documented_once_in_the_operations_manual() -> None:
+    root = Path(__file__).resolve().parents[1]
+    table = [
+        line
+        for line in (root / "docs" / "operations.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `numbering_")
+    ]
+    documented = {name for line in table for name in re.findall(r"`(numbering_[a-z_]+)`", line.split("|")[1])}
+    for family, kind in FAMILIES.items():
+        shown = family + "_total" if kind == "counter" else family
+        assert shown in documented, family
+    # one home: the monitoring files' own README links to the table instead of keeping a copy
+    assert "| `numbering_" not in (root / "observability" / "README.md").read_text(encoding="utf-8")
 
 
 def test_a_scrape_has_every_family_and_moves_with_allocations_and_failures(

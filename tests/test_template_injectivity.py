@@ -1,8 +1,9 @@
 """Number templates are injective: two counters never render the same text.
 
-The rule (sql/20_format.sql, README "Formats"): within a template, a literal non-digit separates {SCOPE} from
-{SEQ}; across types, no two templates (current or former) can render a common text; the same type may change
-only the padding of {SEQ} when its old and new templates can meet; {YY} with a reset holds 2000..2099 only.
+The rule (sql/20_format.sql, docs/usage.md "Formats"): within a template, a literal non-digit separates
+{SCOPE} from {SEQ}; across types, no two templates (current or former) can render a common text; the same
+type may change only the padding of {SEQ} when its old and new templates can meet; {YY} with a reset holds
+2000..2099 only.
 """
 
 from __future__ import annotations

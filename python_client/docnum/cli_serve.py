@@ -1,7 +1,7 @@
 """``docnum serve``: the HTTP API (:mod:`docnum.http`) under uvicorn.
 
 ``docnum.cli`` registers it at its end (``register(app)``).  Settings come from the options, else from the
-environment: ``--dsn``/``DOCNUM_DSN`` (the pool's login role: see the README's "HTTP API" for the
+environment: ``--dsn``/``DOCNUM_DSN`` (the pool's login role: see docs/http-api.md for the
 ``docnum_authenticator`` role it should be), ``DOCNUM_JWT_SECRET`` or ``DOCNUM_JWKS_FILE``,
 ``DOCNUM_JWT_AUDIENCE`` and ``DOCNUM_RATE_LIMIT``.
 """

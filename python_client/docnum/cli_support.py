@@ -2,7 +2,7 @@
 and ``--quiet``, and what Ctrl-C and a closed pipe do.  Command modules (``docnum.cli``, ``docnum.cli_ops``)
 import these helpers; they hold no command themselves.
 
-Conventions (also in ``docnum --help`` and the README):
+Conventions (also in ``docnum --help`` and docs/usage.md):
 
 - An error is one line on stderr, ``error <code>: <message>``, then the DETAIL and HINT indented; the hint
   in the CLI's words (``docnum void ...``, ``--scope``; see :mod:`docnum.cli_hints`).  Never a traceback.

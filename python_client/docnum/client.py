@@ -30,7 +30,8 @@ Connection poolers
     there with ``prepared statement "_pg3_0" already exists`` (or "does not exist").  Each statement is one
     function call whose planning costs nothing measurable; the functions' own queries are cached by PL/pgSQL
     whatever the protocol.  Statements of your own on the same connections are your psycopg settings' affair:
-    create those connections or pools with ``prepare_threshold=None`` (see the README).
+    create those connections or pools with ``prepare_threshold=None``
+    (see docs/install.md, "Behind a connection pooler").
 """
 
 from __future__ import annotations

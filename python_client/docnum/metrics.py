@@ -8,7 +8,7 @@ seconds and the scrape reports its last result with the time it finished.
 
 The metric names follow the seed design (``numbering_sequences_total``, ``numbering_sequence_current``,
 ``numbering_sequence_utilization``, ``numbering_lock_wait_seconds``, ``numbering_lock_failures_total``,
-``numbering_manual_overrides_total``); the README lists every family.
+``numbering_manual_overrides_total``); docs/operations.md lists every family.
 """
 
 from __future__ import annotations

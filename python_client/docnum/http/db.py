@@ -248,7 +248,7 @@ class Database:
         if superuser:
             return (
                 f"the pool logs in as {name}, a superuser: use a NOINHERIT login role granted only"
-                " docnum_app, docnum_reader and docnum_admin (see the README)"
+                " docnum_app, docnum_reader and docnum_admin (see docs/http-api.md)"
             )
         if inherit:
             return (

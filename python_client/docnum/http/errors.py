@@ -22,6 +22,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from docnum.codes import CODES
 from docnum.errors import DocnumError
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 log = logging.getLogger("docnum.http")
 
 PROBLEM_JSON = "application/problem+json"
-#: ``type`` of a problem: a URN per code (there is no page to dereference; the README's table explains them).
+#: ``type`` of a problem: a URN per code (no page to dereference; docs/sql-api.md's table explains them).
 TYPE_PREFIX = "urn:docnum:problem:"
 
 
@@ -47,21 +48,9 @@ class _Mapping:
     retry_after: int | None = None
 
 
-#: NB code -> HTTP status, one each.  The README's error table lists the same.
+#: NB code -> HTTP status, title and Retry-After, from the one table of codes (docnum.codes).
 NB_STATUS: dict[str, _Mapping] = {
-    "NB001": _Mapping(404, "Unknown document type"),
-    "NB002": _Mapping(409, "Sequence exhausted"),
-    "NB003": _Mapping(503, "Counter busy (lock timeout)", retry_after=1),
-    "NB004": _Mapping(410, "Reservation expired or unknown"),
-    "NB005": _Mapping(409, "Duplicate number"),
-    "NB006": _Mapping(422, "Invalid argument"),
-    "NB007": _Mapping(409, "Manual override not allowed"),
-    "NB008": _Mapping(503, "Numbering unavailable (read-only server)", retry_after=5),
-    "NB009": _Mapping(409, "Invalid state transition"),
-    "NB010": _Mapping(409, "Document type already exists"),
-    "NB011": _Mapping(404, "Number not found"),
-    "NB012": _Mapping(422, "Idempotency key reused for another request"),
-    "NB013": _Mapping(403, "Not permitted to install or upgrade docnum"),
+    row.code: _Mapping(row.http_status, row.title, row.retry_after) for row in CODES
 }
 #: An NB code this version does not know yet (a newer schema): a client error of unknown kind.
 _UNKNOWN_NB = _Mapping(400, "Numbering error")
@@ -146,7 +135,7 @@ def database_problem(request: Request | None, exc: psycopg.Error) -> JSONRespons
             403,
             "Forbidden",
             "the token's role may not do this",
-            hint="Use a token whose role claim names a role granted this operation (see the README's roles).",
+            hint="Use a token whose role claim names a role granted this operation (docs/http-api.md).",
         )
     if isinstance(exc, psycopg.OperationalError) or state.startswith(("08", "57")):
         # connection lost, server shutting down, statement/lock timeout, admin cancel: try again later

@@ -44,7 +44,7 @@ for folder in (HERE, HERE.parent / "tests"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from docnum import embedded  # noqa: E402
+from docnum.ops import embedded  # noqa: E402
 from run import (  # noqa: E402
     Run,
     Workload,

@@ -6,10 +6,11 @@
 
 The server is $DOCNUM_DSN (a superuser connection) when set, else a throwaway embedded PostgreSQL 18 started
 in a temporary directory. Every path imports the same file into a scratch database of its own (created,
-migrated with `docnum.schema.migrate`, dropped at the end), so each starts from an empty ledger:
+migrated with `docnum.ops.schema.migrate`, dropped at the end), so each starts from an empty ledger:
 
-    batches     the `docnum import` code path in this process: `docnum.cli.import_file`, which streams the
-                CSV and calls `Numbering.import_numbers` once per 5,000-row batch (one transaction each)
+    batches     the `docnum import` code path in this process: `docnum.interchange.csv_import.import_file`,
+                which streams the CSV and calls `Numbering.import_numbers` once per 5,000-row batch (one
+                transaction each)
     docnum CLI  the real command, `docnum import FILE --batch-size 5000`, in a subprocess (interpreter start,
                 CSV parsing and everything else included)
     one call    one `Numbering.import_numbers` call (one statement, one transaction) with every row
@@ -39,8 +40,9 @@ from pathlib import Path
 
 import psycopg
 
-from docnum import Numbering, embedded, schema
-from docnum.cli import LegacyCsv, import_file
+from docnum import Numbering
+from docnum.interchange.csv_import import LegacyCsv, import_file
+from docnum.ops import embedded, schema
 from run import scratch_database as empty_database
 from run import server_dsn
 
@@ -158,7 +160,9 @@ def via_cli(dsn: str, csv_path: Path, total: int) -> tuple[float, int]:
     """The real `docnum import` command in a subprocess (the DSN travels in $DOCNUM_DSN)."""
     script = Path(sys.executable).with_name("docnum")
     command = (
-        [str(script)] if script.exists() else [sys.executable, "-c", "from docnum.cli import app; app()"]
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from docnum.cli.commands import app; app()"]
     )
     command += ["import", str(csv_path), "--batch-size", str(BATCH_SIZE), "--actor", ACTOR]
     env = {**os.environ, embedded.DSN_ENV: dsn}

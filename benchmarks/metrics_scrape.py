@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from docnum import schema  # noqa: E402
-from docnum.metrics import DocnumCollector, Validator, registry  # noqa: E402
+from docnum.ops import schema  # noqa: E402
+from docnum.ops.metrics import DocnumCollector, Validator, registry  # noqa: E402
 from run import scratch_database, server_dsn  # noqa: E402
 
 TARGET_MS = 100.0

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from docnum import embedded  # noqa: E402
+from docnum.ops import embedded  # noqa: E402
 from run import checkpoint, prepare, scratch_database, server_dsn  # noqa: E402
 
 

@@ -9,7 +9,7 @@
 The server is $DOCNUM_DSN (a superuser connection) when set, else (or with --major) a throwaway PostgreSQL
 started in a temporary directory from the embedded wheel's binaries (18), Debian's (15) or npm's (17), with
 fsync on and room for 200 clients. Either way the benchmark works in a scratch database it creates, migrates
-with `docnum.schema.migrate` (or builds from --sql-dir) and drops at the end.
+with `docnum.ops.schema.migrate` (or builds from --sql-dir) and drops at the end.
 
 Workloads (one pgbench script each, in benchmarks/*.sql):
     nextval         SELECT nextval(): the ceiling, neither gapless nor audited
@@ -60,7 +60,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from docnum import embedded, schema
+from docnum.ops import embedded, schema
 
 HERE = Path(__file__).resolve().parent
 HOT_KEYS = 1

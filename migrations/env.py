@@ -74,7 +74,7 @@ def _dsn() -> str:
     dsn = config.attributes.get("dsn") or os.environ.get("DOCNUM_DSN")
     if dsn:
         return str(dsn)
-    from docnum.embedded import resolve_dsn
+    from docnum.ops.embedded import resolve_dsn
 
     return resolve_dsn()
 

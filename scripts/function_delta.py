@@ -25,7 +25,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python_client"))
 
-from docnum import embedded, schema
+from docnum.ops import embedded, schema
 
 FUNCTIONS = """
 SELECT p.oid, p.oid::regprocedure::text AS signature, pg_get_function_arguments(p.oid) AS arguments,

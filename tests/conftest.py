@@ -39,7 +39,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
-from docnum import embedded, schema
+from docnum.ops import embedded, schema
 from helpers import ServerInfo, in_ci
 
 TEST_DBNAME = "docnum_tests"  # per-test clone; the template is TEST_DBNAME + "_tmpl"

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from docnum import embedded
+from docnum.ops import embedded
 
 STARTUP_TIMEOUT = 30
 

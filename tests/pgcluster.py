@@ -50,7 +50,7 @@ def _server_user() -> str | None:
     """The unprivileged user a root process runs PostgreSQL as (None: run as ourselves)."""
     if os.geteuid() != 0:
         return None
-    from docnum.embedded import SYSTEM_USER
+    from docnum.ops.embedded import SYSTEM_USER
 
     try:
         pwd.getpwnam(SYSTEM_USER)

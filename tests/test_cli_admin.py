@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from docnum import Numbering
-from docnum.cli import AUDIT_EXPORT_COLUMNS, app
+from docnum.cli.commands import AUDIT_EXPORT_COLUMNS, app
 
 
 def run(dsn: str, *args: str) -> Result:

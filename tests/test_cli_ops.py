@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from docnum import embedded, schema
+from docnum.ops import embedded, schema
 
 TIMEOUT = 60
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import docnum
 from docnum import AsyncNumbering, Numbering
-from docnum.cli import app
+from docnum.cli.commands import app
 from docnum.errors import translate
 
 

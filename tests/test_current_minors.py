@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from docnum import schema
+from docnum.ops import schema
 from helpers import ServerInfo
 
 Conn = psycopg.Connection[Any]

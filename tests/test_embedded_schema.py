@@ -7,8 +7,8 @@ import uuid
 import pytest
 from alembic.script import ScriptDirectory
 
-from docnum import schema
-from docnum.cli_support import latest_revision, prepare_embedded_schema
+from docnum.cli.support import latest_revision, prepare_embedded_schema
+from docnum.ops import schema
 from helpers import ServerInfo
 
 

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from docnum.exports import AUDIT_EXPORT_COLUMNS, ExportEncoder, ExportFormat
+from docnum.interchange.exports import AUDIT_EXPORT_COLUMNS, ExportEncoder, ExportFormat
 from docnum.models import AuditEntry
 from test_http_support import HttpDatabase, Server, bearer, start_server, stop_server, token
 

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from docnum import schema
+from docnum.ops import schema
 from helpers import ServerInfo, require_or_skip
 from pgcluster import PrivateCluster, postgres_bindirs
 from test_migrations import assert_same_schema, dump_schema

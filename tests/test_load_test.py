@@ -17,7 +17,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from docnum import Numbering, load_test
+from docnum import Numbering
+from docnum.ops import load_test
 from helpers import ServerInfo
 
 REQUESTS = 60

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from docnum import embedded
+from docnum.ops import embedded
 from exporter import Exporter, families, samples
 from helpers import define, expect_error, in_thread, next_number, reserve, wait_until_blocked
 

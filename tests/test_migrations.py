@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from docnum import schema
+from docnum.ops import schema
 from helpers import ServerInfo
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from alembic.script import ScriptDirectory
 
-from docnum import schema
+from docnum.ops import schema
 from helpers import ServerInfo, wait_until_blocked
 
 

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from admin_helpers import call_rows, import_numbers, import_row, set_counter
-from docnum import schema
+from docnum.ops import schema
 from helpers import define, expect_error, footprint, next_number, reserve
 
 Conn = psycopg.Connection[Any]

@@ -121,7 +121,7 @@ def test_without_the_embedded_extra_the_cli_asks_for_a_dsn(installed: Installed)
 
 def test_a_checkout_reads_the_engine_from_its_top_level() -> None:
     """An editable install runs python_client/docnum/; the engine's only copy is at the top."""
-    from docnum import schema
+    from docnum.ops import schema
 
     assert schema.sql_dir() == REPO / "sql"
     assert schema.migrations_dir() == REPO / "migrations"

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from docnum import schema
+from docnum.ops import schema
 from helpers import ServerInfo, call, call_sql, confirm, define, expect_error, footprint, next_number, reserve
 
 Conn = psycopg.Connection[Any]

@@ -1,5 +1,5 @@
 """`python -m docnum`: the same command line as `docnum`."""
 
-from docnum.cli import app
+from docnum.cli.commands import app
 
 app(prog_name="docnum")

@@ -2,7 +2,7 @@
 # Edit _client_async.py, then run: .venv/bin/python scripts/async_to_sync.py
 """The synchronous client, :class:`Numbering`: generated from ``_client_async.py``, never edited.
 
-What to run is shared in ``_client_common.py``; see ``docnum.client`` for transactions and retries.
+What to run is shared in ``calls.py``; see ``docnum.client`` for transactions and retries.
 """
 
 from __future__ import annotations
@@ -19,46 +19,24 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from docnum._client_common import (
-    _CANCEL_FAILED,
-    _LEFT_TO_EXPIRE,
+from docnum import calls
+from docnum.calls import (
+    CANCEL_FAILED,
     DEFAULT_ATTEMPTS,
     DEFAULT_FETCH_SIZE,
+    LEFT_TO_EXPIRE,
     RELEASED_WITHOUT_CONFIRM,
+    SET_LOCAL,
+    Call,
     Interval,
+    Stream,
     T,
     Token,
-    _alter_type,
-    _audit_export,
-    _backoff,
-    _Call,
-    _cancel,
-    _check_duplicates,
-    _confirm,
-    _define_type,
-    _expire_reservations,
-    _find_request,
-    _gaps,
-    _gaps_stream,
-    _get_type,
-    _history,
-    _import_numbers,
-    _next_number,
-    _next_numbers,
-    _override,
-    _owns_transaction,
-    _register_document_table,
-    _release_reason,
-    _reserve,
-    _reserve_numbers,
-    _set_counter,
-    _should_retry,
-    _status,
-    _Stream,
-    _validate,
-    _void,
-    _void_and_replace,
+    backoff,
     log,
+    owns_transaction,
+    release_reason,
+    should_retry,
 )
 from docnum.errors import translated
 from docnum.models import (
@@ -88,6 +66,7 @@ class Numbering:
         source: psycopg.Connection[Any] | ConnectionPool[Any],
         *,
         attempts: int = DEFAULT_ATTEMPTS,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(source, psycopg.Connection | ConnectionPool):
             raise TypeError(f"expected a psycopg Connection or ConnectionPool, got {type(source).__name__}")
@@ -95,6 +74,20 @@ class Numbering:
             raise ValueError("attempts must be at least 1")
         self._source = source
         self._attempts = attempts
+        self._settings = dict(settings or {})
+
+    def with_settings(self, settings: Mapping[str, str]) -> Numbering:
+        """This client, whose transactions first set these run-time parameters for themselves alone
+        (``set_config(name, value, true)``). ``{"role": "docnum_app", "request.jwt.claims": claims}`` runs
+        every call as that role with those claims, as PostgREST does: what ``docnum serve`` runs. Such a
+        client only runs calls in transactions of its own; on a connection inside the caller's transaction
+        its calls raise ``ValueError``."""
+        return Numbering(self._source, attempts=self._attempts, settings={**self._settings, **settings})
+
+    def run(self, call: Call[T]) -> T:
+        """Run a call built by :mod:`docnum.calls` the way every method runs its own: in a transaction of
+        the client's own (retried after a serialization failure or deadlock), or in the caller's."""
+        return self._execute(call)
 
     # -- administration -------------------------------------------------------------------------------
 
@@ -115,7 +108,7 @@ class Numbering:
     ) -> DocumentType:
         """Create a document type (``docnum.define_type``); arguments left as None take the SQL defaults."""
         return self._execute(
-            _define_type(
+            calls.define_type(
                 code,
                 format,
                 scope=scope,
@@ -146,7 +139,7 @@ class Numbering:
     ) -> DocumentType:
         """Change a document type (``docnum.alter_type``); arguments left as None stay unchanged."""
         return self._execute(
-            _alter_type(
+            calls.alter_type(
                 document_type,
                 format=format,
                 time_zone=time_zone,
@@ -162,7 +155,7 @@ class Numbering:
 
     def get_type(self, code: str) -> DocumentType | None:
         """The document type ``code``, or None when there is none."""
-        return self._execute(_get_type(code))
+        return self._execute(calls.get_type(code))
 
     # -- numbers --------------------------------------------------------------------------------------
 
@@ -179,7 +172,7 @@ class Numbering:
     ) -> Reservation:
         """Hold the next number until it is confirmed, cancelled or expires (``docnum.reserve_number``)."""
         return self._execute(
-            _reserve(
+            calls.reserve(
                 document_type,
                 scope=scope,
                 actor=actor,
@@ -192,11 +185,11 @@ class Numbering:
 
     def confirm(self, token: Token, *, actor: str | None = None, document_ref: str | None = None) -> str:
         """Make a reserved number final and return it (``docnum.confirm_number``)."""
-        return self._execute(_confirm(token, actor=actor, document_ref=document_ref))
+        return self._execute(calls.confirm(token, actor=actor, document_ref=document_ref))
 
     def cancel(self, token: Token, *, actor: str | None = None, reason: str | None = None) -> str:
         """Give up a reserved number for good and return it (``docnum.cancel_number``)."""
-        return self._execute(_cancel(token, actor=actor, reason=reason))
+        return self._execute(calls.cancel(token, actor=actor, reason=reason))
 
     def next_number(
         self,
@@ -214,7 +207,7 @@ class Numbering:
         number already issued for it instead of a new one.
         """
         return self._execute(
-            _next_number(
+            calls.next_number(
                 document_type,
                 scope=scope,
                 actor=actor,
@@ -240,7 +233,7 @@ class Numbering:
         the ledger (by actor and time) before issuing the batch again.
         """
         return self._execute(
-            _next_numbers(document_type, count, scope=scope, actor=actor, document_date=document_date)
+            calls.next_numbers(document_type, count, scope=scope, actor=actor, document_date=document_date)
         )
 
     def reserve_numbers(
@@ -259,7 +252,7 @@ class Numbering:
         Each has its own token and is confirmed, cancelled or expires on its own; 1 to 10,000 a call.
         """
         return self._execute(
-            _reserve_numbers(
+            calls.reserve_numbers(
                 document_type,
                 count,
                 scope=scope,
@@ -272,16 +265,16 @@ class Numbering:
 
     def find_request(self, request_id: str) -> RequestOutcome | None:
         """What was issued for ``request_id``, or None when nothing committed (``docnum.find_request``)."""
-        return self._execute(_find_request(request_id))
+        return self._execute(calls.find_request(request_id))
 
     def expire_reservations(self) -> int:
         """Expire reservations past their ``expires_at``; return how many (``docnum.expire_reservations``)."""
-        return self._execute(_expire_reservations())
+        return self._execute(calls.expire_reservations())
 
     def history(self, document_number: str) -> list[AuditEntry]:
         """The audit trail of a number and of the numbers void-and-replace linked to it, oldest first
         (``docnum.number_history``; docnum_app may call it)."""
-        return self._execute(_history(document_number))
+        return self._execute(calls.history(document_number))
 
     # -- administration of numbers and counters (docnum_admin) ----------------------------------------
 
@@ -296,18 +289,18 @@ class Numbering:
     ) -> str:
         """Record a number chosen by a person, state overridden (``docnum.override_number``); returns it."""
         return self._execute(
-            _override(
+            calls.override(
                 document_type, document_number, actor=actor, reason=reason, skip_validation=skip_validation
             )
         )
 
     def void(self, document_number: str, *, actor: str | None = None, reason: str) -> str:
         """Take a confirmed, overridden or imported number out of use (``docnum.void_number``); returns it."""
-        return self._execute(_void(document_number, actor=actor, reason=reason))
+        return self._execute(calls.void(document_number, actor=actor, reason=reason))
 
     def void_and_replace(self, document_number: str, *, actor: str | None = None, reason: str) -> str:
         """Void a number and issue its replacement in the same counter; returns the new number."""
-        return self._execute(_void_and_replace(document_number, actor=actor, reason=reason))
+        return self._execute(calls.void_and_replace(document_number, actor=actor, reason=reason))
 
     def set_counter(
         self,
@@ -321,7 +314,9 @@ class Numbering:
     ) -> int:
         """Set a counter (period None: the current one) to ``value`` (``docnum.set_counter``); returns it."""
         return self._execute(
-            _set_counter(document_type, scope=scope, period=period, value=value, actor=actor, reason=reason)
+            calls.set_counter(
+                document_type, scope=scope, period=period, value=value, actor=actor, reason=reason
+            )
         )
 
     def import_numbers(
@@ -334,7 +329,7 @@ class Numbering:
         one :class:`ImportResult` per row, in order.  Split large files into batches: each call holds the
         locks of every counter it touches until it commits.
         """
-        return self._execute(_import_numbers(rows, actor=actor))
+        return self._execute(calls.import_numbers(rows, actor=actor))
 
     def register_document_table(
         self, table_name: str, number_column: str, *, actor: str | None = None
@@ -345,20 +340,20 @@ class Numbering:
         without row level security whose column is text or varchar (else NB006). It is read with the rights of
         whoever runs ``check_duplicates``/``validate``, never docnum_owner's: grant them SELECT on it.
         """
-        self._execute(_register_document_table(table_name, number_column, actor=actor))
+        self._execute(calls.register_document_table(table_name, number_column, actor=actor))
 
     # -- reports (docnum_reader) ----------------------------------------------------------------------
 
     def status(self, document_type: str | None = None) -> list[CounterStatus]:
         """Every counter (of one type, or all) from ``docnum.status``, by type, scope and period; an unknown
         type raises :class:`ConfigNotFound` (NB001)."""
-        return self._execute(_status(document_type))
+        return self._execute(calls.status(document_type))
 
     def gaps(
         self, document_type: str | None = None, *, scope: str | None = None, period: str | None = None
     ) -> list[Gap]:
         """Counter values never issued, as ranges, each with the recorded reason or none (``docnum.gaps``)."""
-        return self._execute(_gaps(document_type, scope=scope, period=period))
+        return self._execute(calls.gaps(document_type, scope=scope, period=period))
 
     def iter_gaps(
         self,
@@ -369,15 +364,15 @@ class Numbering:
         fetch_size: int = DEFAULT_FETCH_SIZE,
     ) -> Generator[Gap, None, None]:
         """:meth:`gaps` read lazily through a server-side cursor (see :meth:`audit_export` for its terms)."""
-        return self._stream(_gaps_stream(document_type, scope=scope, period=period), fetch_size)
+        return self._stream(calls.gaps_stream(document_type, scope=scope, period=period), fetch_size)
 
     def check_duplicates(self) -> list[Duplicate]:
         """Numbers used twice in the ledger or in the registered tables (``docnum.check_duplicates``)."""
-        return self._execute(_check_duplicates())
+        return self._execute(calls.check_duplicates())
 
     def validate(self) -> list[Finding]:
         """The integrity report of ``docnum.validate``: empty when healthy."""
-        return self._execute(_validate())
+        return self._execute(calls.validate())
 
     def audit_export(
         self,
@@ -394,7 +389,7 @@ class Numbering:
         transaction of its own) until it is exhausted or closed: iterate it to the end, or close it
         (``.close()``, ``contextlib.closing``).  Naive datetimes are read in the session's TimeZone.
         """
-        return self._stream(_audit_export(start, end, document_type), fetch_size)
+        return self._stream(calls.audit_export(start, end, document_type), fetch_size)
 
     @contextmanager
     def reservation(
@@ -426,12 +421,12 @@ class Numbering:
                 caller = self._caller_transaction()
                 if caller is not None and caller.info.transaction_status == TransactionStatus.INERROR:
                     if not joined:
-                        log.warning(_LEFT_TO_EXPIRE, handle.document_number)
+                        log.warning(LEFT_TO_EXPIRE, handle.document_number)
                 else:
                     try:
-                        self.cancel(handle.token, actor=actor, reason=_release_reason(exc))
+                        self.cancel(handle.token, actor=actor, reason=release_reason(exc))
                     except Exception:
-                        log.warning(_CANCEL_FAILED, handle.document_number, exc_info=True)
+                        log.warning(CANCEL_FAILED, handle.document_number, exc_info=True)
             raise
         if not handle.confirmed:
             self.cancel(handle.token, actor=actor, reason=RELEASED_WITHOUT_CONFIRM)
@@ -440,34 +435,49 @@ class Numbering:
 
     def _caller_transaction(self) -> psycopg.Connection[Any] | None:
         """The source connection when it is inside a transaction of the caller's, else None."""
-        if isinstance(self._source, ConnectionPool) or _owns_transaction(self._source):
+        if isinstance(self._source, ConnectionPool) or owns_transaction(self._source):
             return None
         return self._source
 
-    def _execute(self, call: _Call[T]) -> T:
+    def _execute(self, call: Call[T]) -> T:
         with translated():
             if isinstance(self._source, ConnectionPool):
                 with self._source.connection() as conn:
                     return self._in_own_transaction(conn, call)
             conn = self._source
-            if _owns_transaction(conn):
+            if owns_transaction(conn):
                 return self._in_own_transaction(conn, call)
+            if self._settings:
+                raise ValueError("a client with settings runs its calls in transactions of its own")
             return self._fetch(conn, call)
 
-    def _in_own_transaction(self, conn: psycopg.Connection[Any], call: _Call[T]) -> T:
+    def _in_own_transaction(self, conn: psycopg.Connection[Any], call: Call[T]) -> T:
         attempt = 1
         while True:
             try:
-                with conn.transaction():
-                    return self._fetch(conn, call)
+                return self._transaction(conn, call)
             except psycopg.Error as exc:
-                if not _should_retry(exc, attempt, self._attempts):
+                if not should_retry(exc, attempt, self._attempts):
                     raise
-            time.sleep(_backoff(attempt))
+            time.sleep(backoff(attempt))
             attempt += 1
 
+    def _transaction(self, conn: psycopg.Connection[Any], call: Call[T]) -> T:
+        """One transaction of the client's own around the call. With settings, BEGIN, the settings, the call
+        and COMMIT go to the server together (pipeline mode) and are read back together, so a counter the call
+        locks is not held across the round trips the settings would add."""
+        if not self._settings:
+            with conn.transaction():
+                return self._fetch(conn, call)
+        with conn.pipeline(), conn.transaction():
+            for name, value in self._settings.items():
+                conn.execute(SET_LOCAL, (name, value), prepare=False)
+            cursor = conn.cursor(row_factory=dict_row)
+            cursor.execute(call.query, call.params, prepare=False)  # see "Connection poolers"
+        return call.result(cursor.fetchall())
+
     @staticmethod
-    def _fetch(conn: psycopg.Connection[Any], call: _Call[T]) -> T:
+    def _fetch(conn: psycopg.Connection[Any], call: Call[T]) -> T:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(call.query, call.params, prepare=False)  # see "Connection poolers"
             return call.result(cur.fetchall())
@@ -478,12 +488,12 @@ class Numbering:
             return self._source.connection()
         return nullcontext(self._source)
 
-    def _stream(self, stream: _Stream[T], fetch_size: int) -> Generator[T, None, None]:
+    def _stream(self, stream: Stream[T], fetch_size: int) -> Generator[T, None, None]:
         """Yield the rows of ``stream`` from a server-side cursor; never retried (rows may be out already)."""
         with translated(), self._connection() as conn:
             # A server-side cursor lives inside a transaction: ours, or the caller's one it joins.
             transaction: AbstractContextManager[Any] = (
-                conn.transaction() if _owns_transaction(conn) else nullcontext()
+                conn.transaction() if owns_transaction(conn) else nullcontext()
             )
             with transaction, conn.cursor(stream.cursor_name, row_factory=dict_row) as cur:
                 cur.itersize = fetch_size

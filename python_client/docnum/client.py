@@ -1,13 +1,13 @@
 """The docnum client: one method per SQL function of docs/sql-api.md, one statement per method.
 
 :class:`Numbering` works with a ``psycopg.Connection`` or a ``psycopg_pool.ConnectionPool``;
-:class:`AsyncNumbering` with their async counterparts.  Both build the same ``_Call`` (statement,
+:class:`AsyncNumbering` with their async counterparts.  Both build the same ``Call`` (statement,
 parameters, result shape) from the same functions and differ only in how they wait for the database.
-``audit_export`` and ``iter_gaps`` do not fetch everything at once: they build a ``_Stream`` and read its
+``audit_export`` and ``iter_gaps`` do not fetch everything at once: they build a ``Stream`` and read its
 rows lazily through a server-side cursor (see :meth:`Numbering.audit_export`).
 
 Where the code lives
-    ``_client_common.py`` holds what both flavours run (the statements, their parameters and result shapes,
+    ``calls.py`` holds what both flavours run (the statements, their parameters and result shapes,
     the retry policy); ``_client_async.py`` holds :class:`AsyncNumbering`, the one written by hand; and
     ``_client_sync.py``, :class:`Numbering`, is generated from it by ``scripts/async_to_sync.py`` (edit the
     async file, then run the script; ``tests/test_client_generated.py`` fails while they disagree).  This
@@ -37,14 +37,14 @@ Connection poolers
 from __future__ import annotations
 
 from docnum._client_async import AsyncNumbering, AsyncReservationHandle
+from docnum._client_sync import Numbering, ReservationHandle
 
 # Public constants of the former single-module client, re-exported for callers that used them.
-from docnum._client_common import DEFAULT_ATTEMPTS as DEFAULT_ATTEMPTS
-from docnum._client_common import DEFAULT_FETCH_SIZE as DEFAULT_FETCH_SIZE
-from docnum._client_common import RELEASED_WITHOUT_CONFIRM as RELEASED_WITHOUT_CONFIRM
-from docnum._client_common import RETRYABLE_SQLSTATES as RETRYABLE_SQLSTATES
-from docnum._client_common import Interval as Interval
-from docnum._client_common import Token as Token
-from docnum._client_sync import Numbering, ReservationHandle
+from docnum.calls import DEFAULT_ATTEMPTS as DEFAULT_ATTEMPTS
+from docnum.calls import DEFAULT_FETCH_SIZE as DEFAULT_FETCH_SIZE
+from docnum.calls import RELEASED_WITHOUT_CONFIRM as RELEASED_WITHOUT_CONFIRM
+from docnum.calls import RETRYABLE_SQLSTATES as RETRYABLE_SQLSTATES
+from docnum.calls import Interval as Interval
+from docnum.calls import Token as Token
 
 __all__ = ["AsyncNumbering", "AsyncReservationHandle", "Numbering", "ReservationHandle"]

@@ -6,7 +6,7 @@ Paths, bodies and the ``{"success": true, "data": ...}`` envelope of the seed's 
 endpoint beside them.  Each request: the bearer token is checked (:mod:`docnum.http.auth`), the number-issuing
 calls are rate limited per subject (:mod:`docnum.http.ratelimit`), then one transaction runs as the token's
 role (:mod:`docnum.http.db`) running the Python client's statement for the operation (the SQL is written
-once, in ``docnum._client_common``), and any error becomes a problem response
+once, in ``docnum.calls``), and any error becomes a problem response
 (:mod:`docnum.http.errors`).  The token's ``sub`` is the actor of everything recorded.
 """
 
@@ -36,40 +36,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.types import Send
 
-from docnum._client_common import (
-    _alter_type,
-    _Call,
-    _cancel,
-    _check_duplicates,
-    _confirm,
-    _define_type,
-    _expire_reservations,
-    _find_request,
-    _gaps,
-    _get_type,
-    _history,
-    _import_numbers,
-    _next_number,
-    _next_numbers,
-    _override,
-    _reserve,
-    _reserve_numbers,
-    _set_counter,
-    _status,
-    _validate,
-    _void,
-    _void_and_replace,
-)
-from docnum.csv_import import CsvProblem, LegacyCsv
+from docnum import calls
+from docnum.calls import Call
 from docnum.errors import ReservationExpired
-from docnum.exports import ExportEncoder, ExportFormat
 from docnum.http.auth import Principal, Verifier
 from docnum.http.db import Database
 from docnum.http.errors import Problem, ResponseAbandoned, install_error_handlers
 from docnum.http.limits import RequestLimits
 from docnum.http.ratelimit import RateLimiter
+from docnum.interchange.csv_import import CsvProblem, LegacyCsv
+from docnum.interchange.exports import ExportEncoder, ExportFormat
+from docnum.interchange.jsonable import json_value
 from docnum.models import AuditEntry, ImportResult
-from docnum.render import json_value
 
 __all__ = ["MAX_IMPORT_ROWS", "Settings", "create_app"]
 
@@ -352,7 +330,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def _call(request: Request, caller: Principal, call: _Call[T], *, issuing: bool = False) -> T:
+async def _call(request: Request, caller: Principal, call: Call[T], *, issuing: bool = False) -> T:
     """Run ``call`` as ``caller``. A call that issues numbers first takes one from the caller's rate limit
     (429 otherwise): only a request that got this far, past every check of its input, counts."""
     state = _state(request)
@@ -384,7 +362,7 @@ _ISSUING_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _alembic_heads(dsn: str) -> set[str]:
     from alembic.script import ScriptDirectory
 
-    from docnum import schema
+    from docnum.ops import schema
 
     return set(ScriptDirectory.from_config(schema.alembic_config(dsn)).get_heads())
 
@@ -496,7 +474,7 @@ def _routes(app: FastAPI) -> None:
         reservation = await _call(
             request,
             caller,
-            _reserve(
+            calls.reserve(
                 body.document_type,
                 scope=body.scope_value,
                 actor=caller.subject,
@@ -524,7 +502,7 @@ def _routes(app: FastAPI) -> None:
     async def confirm(request: Request, body: TokenBody, caller: Caller) -> JSONResponse:
         token = _token(body.token)
         number = await _call(
-            request, caller, _confirm(token, actor=caller.subject, document_ref=body.document_ref)
+            request, caller, calls.confirm(token, actor=caller.subject, document_ref=body.document_ref)
         )
         return _ok({"document_number": number, "token": body.token})
 
@@ -536,7 +514,7 @@ def _routes(app: FastAPI) -> None:
     )
     async def cancel(request: Request, body: TokenBody, caller: Caller) -> JSONResponse:
         token = _token(body.token)
-        number = await _call(request, caller, _cancel(token, actor=caller.subject, reason=body.reason))
+        number = await _call(request, caller, calls.cancel(token, actor=caller.subject, reason=body.reason))
         return _ok({"document_number": number, "token": body.token}, message="Reservation cancelled")
 
     @app.post(
@@ -553,7 +531,7 @@ def _routes(app: FastAPI) -> None:
         number = await _call(
             request,
             caller,
-            _next_number(
+            calls.next_number(
                 body.document_type,
                 scope=body.scope_value,
                 actor=caller.subject,
@@ -579,7 +557,7 @@ def _routes(app: FastAPI) -> None:
     async def find_request(request: Request, idempotency_key: Text, caller: Caller) -> JSONResponse:
         request_id = _request_id(caller, idempotency_key)
         assert request_id is not None
-        outcome = await _call(request, caller, _find_request(request_id))
+        outcome = await _call(request, caller, calls.find_request(request_id))
         if outcome is None:
             raise Problem(404, "Not Found", "nothing was issued for this Idempotency-Key")
         return _ok(dataclasses.asdict(outcome))
@@ -595,7 +573,7 @@ def _routes(app: FastAPI) -> None:
         numbers = await _call(
             request,
             caller,
-            _next_numbers(
+            calls.next_numbers(
                 body.document_type,
                 body.count,
                 scope=body.scope_value,
@@ -617,7 +595,7 @@ def _routes(app: FastAPI) -> None:
         reservations = await _call(
             request,
             caller,
-            _reserve_numbers(
+            calls.reserve_numbers(
                 body.document_type,
                 body.count,
                 scope=body.scope_value,
@@ -637,7 +615,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def get_type(request: Request, code: Text, caller: Caller) -> JSONResponse:
-        found = await _call(request, caller, _get_type(code))
+        found = await _call(request, caller, calls.get_type(code))
         if found is None:
             raise Problem(
                 404, "Unknown document type", f"document type {code!r} is not defined", code="NB001"
@@ -655,7 +633,7 @@ def _routes(app: FastAPI) -> None:
         defined = await _call(
             request,
             caller,
-            _define_type(
+            calls.define_type(
                 body.code,
                 body.format,
                 scope=body.scope,
@@ -681,7 +659,7 @@ def _routes(app: FastAPI) -> None:
         altered = await _call(
             request,
             caller,
-            _alter_type(
+            calls.alter_type(
                 code,
                 format=body.format,
                 time_zone=body.time_zone,
@@ -703,7 +681,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def expire(request: Request, caller: Caller) -> JSONResponse:
-        expired = await _call(request, caller, _expire_reservations())
+        expired = await _call(request, caller, calls.expire_reservations())
         return _ok({"expired": expired})
 
     @app.get(
@@ -715,7 +693,7 @@ def _routes(app: FastAPI) -> None:
     async def status(
         request: Request, caller: Caller, document_type: Annotated[Text | None, Query()] = None
     ) -> JSONResponse:
-        return _ok(_rows(await _call(request, caller, _status(document_type))))
+        return _ok(_rows(await _call(request, caller, calls.status(document_type))))
 
     @app.get(
         f"{PREFIX}/history",
@@ -726,7 +704,7 @@ def _routes(app: FastAPI) -> None:
     async def history(
         request: Request, caller: Caller, document_number: Annotated[Text, Query(min_length=1)]
     ) -> JSONResponse:
-        return _ok(_rows(await _call(request, caller, _history(document_number))))
+        return _ok(_rows(await _call(request, caller, calls.history(document_number))))
 
     @app.get(
         f"{PREFIX}/gaps",
@@ -741,7 +719,7 @@ def _routes(app: FastAPI) -> None:
         scope_value: Annotated[Text | None, Query()] = None,
         period: Annotated[Text | None, Query()] = None,
     ) -> JSONResponse:
-        found = await _call(request, caller, _gaps(document_type, scope=scope_value, period=period))
+        found = await _call(request, caller, calls.gaps(document_type, scope=scope_value, period=period))
         return _ok(_rows(found))
 
     @app.get(
@@ -751,7 +729,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def validate(request: Request, caller: Caller) -> JSONResponse:
-        findings = await _call(request, caller, _validate())
+        findings = await _call(request, caller, calls.validate())
         healthy = not any(f.severity == "error" for f in findings)
         return _ok({"healthy": healthy, "findings": _rows(findings)})
 
@@ -762,7 +740,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERROR_RESPONSES,
     )
     async def duplicates(request: Request, caller: Caller) -> JSONResponse:
-        return _ok(_rows(await _call(request, caller, _check_duplicates())))
+        return _ok(_rows(await _call(request, caller, calls.check_duplicates())))
 
     @app.post(
         f"{PREFIX}/manual",
@@ -775,7 +753,7 @@ def _routes(app: FastAPI) -> None:
         number = await _call(
             request,
             caller,
-            _override(
+            calls.override(
                 body.document_type,
                 body.document_number,
                 actor=caller.subject,
@@ -793,7 +771,7 @@ def _routes(app: FastAPI) -> None:
     )
     async def void(request: Request, body: VoidBody, caller: Caller) -> JSONResponse:
         number = await _call(
-            request, caller, _void(body.document_number, actor=caller.subject, reason=body.reason)
+            request, caller, calls.void(body.document_number, actor=caller.subject, reason=body.reason)
         )
         return _ok({"document_number": number})
 
@@ -808,7 +786,7 @@ def _routes(app: FastAPI) -> None:
         replacement = await _call(
             request,
             caller,
-            _void_and_replace(body.document_number, actor=caller.subject, reason=body.reason),
+            calls.void_and_replace(body.document_number, actor=caller.subject, reason=body.reason),
         )
         return _ok({"voided_number": body.document_number, "document_number": replacement}, 201)
 
@@ -822,7 +800,7 @@ def _routes(app: FastAPI) -> None:
         value = await _call(
             request,
             caller,
-            _set_counter(
+            calls.set_counter(
                 body.document_type,
                 scope=body.scope_value,
                 period=body.period,
@@ -855,7 +833,7 @@ def _routes(app: FastAPI) -> None:
     async def import_numbers(request: Request, caller: Caller) -> JSONResponse:
         rows, lines = await _import_rows(request)
         results: list[ImportResult] = await _call(
-            request, caller, _import_numbers(rows, actor=caller.subject)
+            request, caller, calls.import_numbers(rows, actor=caller.subject)
         )
         report = []
         for result in results:

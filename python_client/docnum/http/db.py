@@ -2,9 +2,9 @@
 
 Every request runs in one transaction on a pooled connection, which first becomes the token's role
 (``set_config('role', ..., true)``, i.e. ``SET LOCAL ROLE``) and publishes the token's claims as
-``request.jwt.claims`` (as PostgREST does); then one of the Python client's calls runs (its statement,
-parameters and result shape from ``docnum._client_common``: the SQL is written once) and PostgreSQL's grants
-decide what the caller may do.  Both settings end with the transaction: nothing of one request survives on the
+``request.jwt.claims`` (as PostgREST does); then one of the Python client's calls runs, built by
+``docnum.calls`` and run by the client itself (one way to run a call), and PostgreSQL's grants decide what
+the caller may do.  Both settings end with the transaction: nothing of one request survives on the
 connection, and the pool works behind PgBouncer in transaction mode.
 
 A serialization failure or deadlock (for example two concurrent retries of one ``Idempotency-Key``: the one
@@ -14,7 +14,6 @@ that loses learns the key was served meanwhile) reruns the whole transaction, wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -22,13 +21,10 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from docnum._client_common import DEFAULT_ATTEMPTS, _backoff, _Call, _should_retry
+from docnum.calls import SET_LOCAL, Call
 from docnum.client import AsyncNumbering
-from docnum.errors import translated
 from docnum.http.auth import ROLES, Principal
 
 __all__ = ["APPLICATION_NAME", "Database"]
@@ -40,9 +36,6 @@ T = TypeVar("T")
 APPLICATION_NAME = "docnum-http"
 #: Seconds a readiness answer is reused for (see Database.readiness).
 READINESS_REUSE_S = 1.0
-
-#: One round trip: become the token's role and publish its claims, both for this transaction only.
-_BECOME = "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true)"
 
 
 class Database:
@@ -68,6 +61,7 @@ class Database:
             # autocommit: each request says BEGIN and COMMIT itself (see call()).
             kwargs={"application_name": APPLICATION_NAME, "prepare_threshold": None, "autocommit": True},
         )
+        self._numbering = AsyncNumbering(self.pool)
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """The pool's check of a connection it is about to hand out. When one has died, the others most
@@ -91,48 +85,20 @@ class Database:
         await self.pool.close()
 
     @staticmethod
-    async def _become(conn: psycopg.AsyncConnection[Any], principal: Principal) -> None:
+    def _settings(principal: Principal) -> dict[str, str]:
+        """The token's role and claims, as run-time parameters of one transaction."""
         if principal.role not in ROLES:  # auth.Verifier already refused it; never trust a caller with this
             raise ValueError(f"refusing to switch to role {principal.role!r}")
-        claims = json.dumps(dict(principal.claims), default=str)
-        await conn.execute(_BECOME, {"role": principal.role, "claims": claims}, prepare=False)
+        return {"role": principal.role, "request.jwt.claims": json.dumps(dict(principal.claims), default=str)}
 
-    async def call(self, principal: Principal, call: _Call[T]) -> T:
+    async def call(self, principal: Principal, call: Call[T]) -> T:
         """Run one of the client's calls in its own transaction as ``principal``; return its result.
 
-        BEGIN, the role switch, the call and COMMIT go to the server together (pipeline mode) and are read
-        back together: the counter a call locks is held for the server's own work only, never across a
-        round trip to this process (which, busy with other requests, could take its time to send COMMIT).
-        The transaction is retried as a whole after a serialization failure or a deadlock.
+        It runs the way every call of the Python client runs (:meth:`AsyncNumbering.run`): BEGIN, the role
+        and claims, the call and COMMIT in one round trip, the transaction retried as a whole after a
+        serialization failure or a deadlock.
         """
-        attempt = 1
-        while True:
-            try:
-                with translated():
-                    async with self.pool.connection() as conn:
-                        return await self._call_once(conn, principal, call)
-            except psycopg.Error as exc:
-                if not _should_retry(exc, attempt, DEFAULT_ATTEMPTS):
-                    raise
-            await asyncio.sleep(_backoff(attempt))
-            attempt += 1
-
-    async def _call_once(self, conn: psycopg.AsyncConnection[Any], principal: Principal, call: _Call[T]) -> T:
-        try:
-            async with conn.pipeline() as pipeline:
-                await conn.execute("BEGIN", prepare=False)
-                await self._become(conn, principal)
-                cursor = conn.cursor(row_factory=dict_row)
-                await cursor.execute(call.query, call.params, prepare=False)
-                await conn.execute("COMMIT", prepare=False)
-                await pipeline.sync()
-                rows = await cursor.fetchall()
-        except psycopg.Error:
-            if conn.info.transaction_status in (TransactionStatus.INERROR, TransactionStatus.INTRANS):
-                with contextlib.suppress(psycopg.Error):
-                    await conn.execute("ROLLBACK", prepare=False)
-            raise
-        return call.result(rows)
+        return await self._numbering.with_settings(self._settings(principal)).run(call)
 
     @asynccontextmanager
     async def session(
@@ -145,7 +111,8 @@ class Database:
         (exports).
         """
         async with self.pool.connection() as conn, conn.transaction():
-            await self._become(conn, principal)
+            for name, value in self._settings(principal).items():
+                await conn.execute(SET_LOCAL, (name, value), prepare=False)
             if idle_timeout_s is not None:
                 await conn.execute(
                     "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",

@@ -1,6 +1,7 @@
 """``GET /metrics`` of ``docnum serve``: docnum's figures, as ``docnum metrics`` serves them, and its own.
 
-The docnum families are read from the database at scrape time by :class:`docnum.metrics.DocnumCollector`, on
+The docnum families are read from the database at scrape time by
+:class:`docnum.ops.metrics.DocnumCollector`, on
 a connection of their own that switches to ``docnum_reader`` (the server's login role may only switch), with
 the background validation of ``numbering_unexplained_gaps`` started at the first scrape. The server adds what
 only it knows, for this process: requests by route template, method and status, and their latency.
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from docnum.metrics import DocnumCollector, Validator, registry
+from docnum.ops.metrics import DocnumCollector, Validator, registry
 
 __all__ = ["VALIDATE_INTERVAL", "install"]
 

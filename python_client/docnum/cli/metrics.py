@@ -1,4 +1,4 @@
-"""``docnum metrics``: the Prometheus exporter (see :mod:`docnum.metrics`). ``docnum.cli`` registers it."""
+"""``docnum metrics``: the Prometheus exporter (see :mod:`docnum.ops.metrics`), registered by the CLI."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from prometheus_client import exposition
 
-from docnum.cli_ops import _on_signals, parse_duration
-from docnum.cli_support import CommandError, reported, target
-from docnum.metrics import DEFAULT_MAX_SCOPES, DocnumCollector, Validator, registry
+from docnum.cli.ops import on_signals, parse_duration
+from docnum.cli.support import CommandError, reported, target
+from docnum.ops.metrics import DEFAULT_MAX_SCOPES, DocnumCollector, Validator, registry
 
 __all__ = ["register"]
 
@@ -82,7 +82,7 @@ def metrics(
     bound_port = server.server_address[1]
     typer.echo(f"serving docnum metrics on http://{host}:{bound_port}/metrics", err=True)
     stop = threading.Event()
-    restore = _on_signals(stop)
+    restore = on_signals(stop)
     try:
         stop.wait()
     finally:

@@ -1,7 +1,8 @@
 """``docnum load-test``: the seed's ``numbering:load-test``, printed for people or as one JSON document.
 
 ``docnum.cli`` registers it at its end (``register(app)``). The run and the checks are
-:mod:`docnum.load_test`'s; this module reads the server's connection budget, shows a progress bar on stderr
+:mod:`docnum.ops.load_test`'s; this module reads the server's connection budget, shows a progress bar on
+stderr
 and prints the figures, the latency histogram and the verification.
 """
 
@@ -17,8 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from docnum import load_test
-from docnum.cli_support import (
+from docnum.cli.support import (
     EXIT_FINDING,
     CommandError,
     connection,
@@ -32,6 +32,7 @@ from docnum.cli_support import (
     target,
 )
 from docnum.client import Numbering
+from docnum.ops import load_test
 
 __all__ = ["register"]
 

@@ -19,8 +19,8 @@ from enum import Enum
 from pathlib import Path
 from typing import IO
 
+from docnum.interchange.jsonable import json_value
 from docnum.models import AuditEntry
-from docnum.render import json_value
 
 __all__ = [
     "AUDIT_EXPORT_COLUMNS",

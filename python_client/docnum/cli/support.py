@@ -1,11 +1,11 @@
 """What every ``docnum`` command shares: the database it works on, its error lines, its exit codes, ``--json``
-and ``--quiet``, and what Ctrl-C and a closed pipe do.  Command modules (``docnum.cli``, ``docnum.cli_ops``)
+and ``--quiet``, and what Ctrl-C and a closed pipe do.  Command modules (``docnum.cli``, ``docnum.cli.ops``)
 import these helpers; they hold no command themselves.
 
 Conventions (also in ``docnum --help`` and docs/usage.md):
 
 - An error is one line on stderr, ``error <code>: <message>``, then the DETAIL and HINT indented; the hint
-  in the CLI's words (``docnum void ...``, ``--scope``; see :mod:`docnum.cli_hints`).  Never a traceback.
+  in the CLI's words (``docnum void ...``, ``--scope``; see :mod:`docnum.cli.hints`).  Never a traceback.
 - ``--json`` prints the command's result as JSON on stdout, nothing else there.
 - ``--quiet`` (global) drops messages (summaries, "nothing found" lines, progress, notes); results (numbers,
   tables, JSON, findings), warnings and errors are still printed, as psql's ``-q`` does.
@@ -29,10 +29,10 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from docnum import queries
-from docnum.cli_hints import parameter_label, to_cli
+from docnum.cli.hints import parameter_label, to_cli
+from docnum.cli.render import json_text
 from docnum.client import Numbering
 from docnum.errors import ConfigNotFound, DocnumError
-from docnum.render import json_text
 
 __all__ = [
     "APPLICATION_NAME",
@@ -140,7 +140,7 @@ class Target:
             return "Check --dsn: a PostgreSQL URI such as postgresql://user@host:5432/dbname."
         if self.dsn_from is not None:
             return f"Check {self.dsn_from}: a PostgreSQL URI such as postgresql://user@host:5432/dbname."
-        from docnum import embedded
+        from docnum.ops import embedded
 
         return (
             f"The embedded server's data directory is {embedded.data_dir()} ({embedded.DATA_DIR_ENV});"
@@ -149,7 +149,7 @@ class Target:
 
 
 def _embedded_dsn() -> str:
-    from docnum import embedded
+    from docnum.ops import embedded
 
     try:
         return embedded.resolve_dsn()
@@ -170,7 +170,7 @@ def _embedded_dsn() -> str:
 def latest_revision() -> str:
     """The newest schema revision this package ships: the four digits that start its newest migration's file
     name (read without importing Alembic, which every command would otherwise pay for)."""
-    from docnum.schema import migrations_dir
+    from docnum.ops.schema import migrations_dir
 
     versions = migrations_dir() / "versions"
     return max(
@@ -193,7 +193,7 @@ def prepare_embedded_schema(dsn: str, *, quiet: bool) -> None:
             current = found[0] if found else None
     if present and current == latest_revision():
         return
-    from docnum import schema
+    from docnum.ops import schema
 
     if not quiet:
         action = "installing" if not present else f"upgrading (from revision {current})"

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from docnum.cli_support import CommandError, reported, target
+from docnum.cli.support import CommandError, reported, target
 
 __all__ = ["register", "serve", "token"]
 

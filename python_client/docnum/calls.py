@@ -1,7 +1,7 @@
 """What the clients run, shared by :class:`~docnum.client.Numbering` and its async twin.
 
-Each public method of the clients builds a :class:`_Call` (statement, parameters, result shape) or a
-:class:`_Stream` with one of the functions below; only the waiting on the database differs between the two
+Each public method of the clients builds a :class:`Call` (statement, parameters, result shape) or a
+:class:`Stream` with one of the functions below; only the waiting on the database differs between the two
 flavours (``_client_async.py``, and ``_client_sync.py`` generated from it).  The retry policy lives here too.
 """
 
@@ -50,14 +50,16 @@ _BACKOFF_CAP = 0.2
 #: Rows fetched per round trip by the server-side cursor of ``audit_export``.
 DEFAULT_FETCH_SIZE = 2000
 
+#: A run-time parameter for the current transaction alone (``AsyncNumbering.with_settings``).
+SET_LOCAL = "SELECT pg_catalog.set_config(%s, %s, true)"
 #: The cancel reason recorded when a ``reservation()`` block ends without confirming.
 RELEASED_WITHOUT_CONFIRM = "reservation released without confirm"
-_CANCEL_FAILED = "could not cancel reservation %s; it stays reserved until it expires"
-_LEFT_TO_EXPIRE = "reservation %s stays reserved until it expires: the connection's transaction failed"
+CANCEL_FAILED = "could not cancel reservation %s; it stays reserved until it expires"
+LEFT_TO_EXPIRE = "reservation %s stays reserved until it expires: the connection's transaction failed"
 
 
 @dataclass(frozen=True)
-class _Call(Generic[T]):
+class Call(Generic[T]):
     """One statement, its parameters, and how to turn the fetched rows into the method's result."""
 
     query: str | sql.Composed
@@ -66,7 +68,7 @@ class _Call(Generic[T]):
 
 
 @dataclass(frozen=True)
-class _Stream(Generic[T]):
+class Stream(Generic[T]):
     """One statement whose rows are read lazily through a server-side cursor, each turned into a T."""
 
     query: str
@@ -154,7 +156,7 @@ def _json_field(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime | date) else value
 
 
-def _define_type(
+def define_type(
     code: str,
     format: str,
     *,
@@ -167,7 +169,7 @@ def _define_type(
     allow_manual_override: bool | None,
     metadata: Mapping[str, Any] | None,
     actor: str | None,
-) -> _Call[DocumentType]:
+) -> Call[DocumentType]:
     # Arguments left as None are not sent, so the SQL defaults ('GLOBAL', 'UTC', '5 minutes'...) apply.
     optional: dict[str, Any] = {
         "scope": scope,
@@ -181,10 +183,10 @@ def _define_type(
     }
     given = {name: value for name, value in optional.items() if value is not None}
     params = {"code": code, "format": format, "actor": actor, **given}
-    return _Call(queries.define_type(given.keys()), params, _document_type)
+    return Call(queries.define_type(given.keys()), params, _document_type)
 
 
-def _alter_type(
+def alter_type(
     document_type: str,
     *,
     format: str | None,
@@ -196,7 +198,7 @@ def _alter_type(
     metadata: Mapping[str, Any] | None,
     actor: str | None,
     reason: str | None,
-) -> _Call[DocumentType]:
+) -> Call[DocumentType]:
     params = {
         "document_type": document_type,
         "format": format,
@@ -209,10 +211,10 @@ def _alter_type(
         "actor": actor,
         "reason": reason,
     }
-    return _Call(queries.ALTER_TYPE, params, _document_type)
+    return Call(queries.ALTER_TYPE, params, _document_type)
 
 
-def _reserve(
+def reserve(
     document_type: str,
     *,
     scope: str | None,
@@ -221,7 +223,7 @@ def _reserve(
     ttl: Interval | None,
     document_date: date | None,
     request_id: str | None,
-) -> _Call[Reservation]:
+) -> Call[Reservation]:
     params = {
         "document_type": document_type,
         "scope": scope,
@@ -231,20 +233,20 @@ def _reserve(
         "document_date": document_date,
         "request_id": request_id,
     }
-    return _Call(queries.RESERVE_NUMBER, params, _reservation)
+    return Call(queries.RESERVE_NUMBER, params, _reservation)
 
 
-def _confirm(token: Token, *, actor: str | None, document_ref: str | None) -> _Call[str]:
+def confirm(token: Token, *, actor: str | None, document_ref: str | None) -> Call[str]:
     params = {"token": token, "actor": actor, "document_ref": document_ref}
-    return _Call(queries.CONFIRM_NUMBER, params, _document_number)
+    return Call(queries.CONFIRM_NUMBER, params, _document_number)
 
 
-def _cancel(token: Token, *, actor: str | None, reason: str | None) -> _Call[str]:
+def cancel(token: Token, *, actor: str | None, reason: str | None) -> Call[str]:
     params = {"token": token, "actor": actor, "reason": reason}
-    return _Call(queries.CANCEL_NUMBER, params, _document_number)
+    return Call(queries.CANCEL_NUMBER, params, _document_number)
 
 
-def _next_number(
+def next_number(
     document_type: str,
     *,
     scope: str | None,
@@ -252,7 +254,7 @@ def _next_number(
     document_ref: str | None,
     document_date: date | None,
     request_id: str | None,
-) -> _Call[str]:
+) -> Call[str]:
     params = {
         "document_type": document_type,
         "scope": scope,
@@ -261,17 +263,17 @@ def _next_number(
         "document_date": document_date,
         "request_id": request_id,
     }
-    return _Call(queries.NEXT_NUMBER, params, _document_number)
+    return Call(queries.NEXT_NUMBER, params, _document_number)
 
 
-def _next_numbers(
+def next_numbers(
     document_type: str,
     count: int,
     *,
     scope: str | None,
     actor: str | None,
     document_date: date | None,
-) -> _Call[list[str]]:
+) -> Call[list[str]]:
     params = {
         "document_type": document_type,
         "count": count,
@@ -279,10 +281,10 @@ def _next_numbers(
         "actor": actor,
         "document_date": document_date,
     }
-    return _Call(queries.NEXT_NUMBERS, params, _document_numbers)
+    return Call(queries.NEXT_NUMBERS, params, _document_numbers)
 
 
-def _reserve_numbers(
+def reserve_numbers(
     document_type: str,
     count: int,
     *,
@@ -291,7 +293,7 @@ def _reserve_numbers(
     metadata: Mapping[str, Any] | None,
     ttl: Interval | None,
     document_date: date | None,
-) -> _Call[list[Reservation]]:
+) -> Call[list[Reservation]]:
     params = {
         "document_type": document_type,
         "count": count,
@@ -301,32 +303,32 @@ def _reserve_numbers(
         "ttl": ttl,
         "document_date": document_date,
     }
-    return _Call(queries.RESERVE_NUMBERS, params, _reservations)
+    return Call(queries.RESERVE_NUMBERS, params, _reservations)
 
 
 def _request_outcome(rows: list[Row]) -> RequestOutcome | None:
     return RequestOutcome(**rows[0]) if rows else None
 
 
-def _find_request(request_id: str) -> _Call[RequestOutcome | None]:
-    return _Call(queries.FIND_REQUEST, {"request_id": request_id}, _request_outcome)
+def find_request(request_id: str) -> Call[RequestOutcome | None]:
+    return Call(queries.FIND_REQUEST, {"request_id": request_id}, _request_outcome)
 
 
-def _expire_reservations() -> _Call[int]:
-    return _Call(queries.EXPIRE_RESERVATIONS, {}, _expired)
+def expire_reservations() -> Call[int]:
+    return Call(queries.EXPIRE_RESERVATIONS, {}, _expired)
 
 
-def _get_type(code: str) -> _Call[DocumentType | None]:
-    return _Call(queries.GET_TYPE, {"code": code}, _maybe_document_type)
+def get_type(code: str) -> Call[DocumentType | None]:
+    return Call(queries.GET_TYPE, {"code": code}, _maybe_document_type)
 
 
-def _history(document_number: str) -> _Call[list[AuditEntry]]:
-    return _Call(queries.NUMBER_HISTORY, {"document_number": document_number}, _audit_entries)
+def history(document_number: str) -> Call[list[AuditEntry]]:
+    return Call(queries.NUMBER_HISTORY, {"document_number": document_number}, _audit_entries)
 
 
-def _override(
+def override(
     document_type: str, document_number: str, *, actor: str | None, reason: str, skip_validation: bool
-) -> _Call[str]:
+) -> Call[str]:
     params = {
         "document_type": document_type,
         "document_number": document_number,
@@ -334,22 +336,22 @@ def _override(
         "reason": reason,
         "skip_validation": skip_validation,
     }
-    return _Call(queries.OVERRIDE_NUMBER, params, _document_number)
+    return Call(queries.OVERRIDE_NUMBER, params, _document_number)
 
 
-def _void(document_number: str, *, actor: str | None, reason: str) -> _Call[str]:
+def void(document_number: str, *, actor: str | None, reason: str) -> Call[str]:
     params = {"document_number": document_number, "actor": actor, "reason": reason}
-    return _Call(queries.VOID_NUMBER, params, _document_number)
+    return Call(queries.VOID_NUMBER, params, _document_number)
 
 
-def _void_and_replace(document_number: str, *, actor: str | None, reason: str) -> _Call[str]:
+def void_and_replace(document_number: str, *, actor: str | None, reason: str) -> Call[str]:
     params = {"document_number": document_number, "actor": actor, "reason": reason}
-    return _Call(queries.VOID_AND_REPLACE, params, _document_number)
+    return Call(queries.VOID_AND_REPLACE, params, _document_number)
 
 
-def _set_counter(
+def set_counter(
     document_type: str, *, scope: str | None, period: str | None, value: int, actor: str | None, reason: str
-) -> _Call[int]:
+) -> Call[int]:
     params = {
         "document_type": document_type,
         "scope": scope,
@@ -358,67 +360,67 @@ def _set_counter(
         "actor": actor,
         "reason": reason,
     }
-    return _Call(queries.SET_COUNTER, params, _sequence_value)
+    return Call(queries.SET_COUNTER, params, _sequence_value)
 
 
-def _import_numbers(rows: Iterable[Mapping[str, Any]], *, actor: str | None) -> _Call[list[ImportResult]]:
+def import_numbers(rows: Iterable[Mapping[str, Any]], *, actor: str | None) -> Call[list[ImportResult]]:
     # The whole batch travels as one jsonb array: one statement, one transaction, one result row per row.
     batch = [{key: _json_field(value) for key, value in row.items()} for row in rows]
-    return _Call(queries.IMPORT_NUMBERS, {"rows": Jsonb(batch), "actor": actor}, _import_results)
+    return Call(queries.IMPORT_NUMBERS, {"rows": Jsonb(batch), "actor": actor}, _import_results)
 
 
-def _register_document_table(table_name: str, number_column: str, *, actor: str | None) -> _Call[None]:
+def register_document_table(table_name: str, number_column: str, *, actor: str | None) -> Call[None]:
     params = {"table_name": table_name, "number_column": number_column, "actor": actor}
-    return _Call(queries.REGISTER_DOCUMENT_TABLE, params, _nothing)
+    return Call(queries.REGISTER_DOCUMENT_TABLE, params, _nothing)
 
 
-def _status(document_type: str | None) -> _Call[list[CounterStatus]]:
-    return _Call(queries.SEQUENCE_STATUS, {"document_type": document_type}, _counter_statuses)
+def status(document_type: str | None) -> Call[list[CounterStatus]]:
+    return Call(queries.SEQUENCE_STATUS, {"document_type": document_type}, _counter_statuses)
 
 
-def _gaps(document_type: str | None, *, scope: str | None, period: str | None) -> _Call[list[Gap]]:
+def gaps(document_type: str | None, *, scope: str | None, period: str | None) -> Call[list[Gap]]:
     params = {"document_type": document_type, "scope": scope, "period": period}
-    return _Call(queries.GAPS, params, _gap_rows)
+    return Call(queries.GAPS, params, _gap_rows)
 
 
 def _gap(row: Row) -> Gap:
     return Gap(**row)
 
 
-def _gaps_stream(document_type: str | None, *, scope: str | None, period: str | None) -> _Stream[Gap]:
+def gaps_stream(document_type: str | None, *, scope: str | None, period: str | None) -> Stream[Gap]:
     params = {"document_type": document_type, "scope": scope, "period": period}
-    return _Stream(queries.GAPS, params, _gap, f"docnum_gaps_{uuid.uuid4().hex}")
+    return Stream(queries.GAPS, params, _gap, f"docnum_gaps_{uuid.uuid4().hex}")
 
 
-def _check_duplicates() -> _Call[list[Duplicate]]:
-    return _Call(queries.CHECK_DUPLICATES, {}, _duplicates)
+def check_duplicates() -> Call[list[Duplicate]]:
+    return Call(queries.CHECK_DUPLICATES, {}, _duplicates)
 
 
-def _validate() -> _Call[list[Finding]]:
-    return _Call(queries.VALIDATE, {}, _findings)
+def validate() -> Call[list[Finding]]:
+    return Call(queries.VALIDATE, {}, _findings)
 
 
-def _audit_export(
+def audit_export(
     start: datetime | date, end: datetime | date, document_type: str | None
-) -> _Stream[AuditEntry]:
+) -> Stream[AuditEntry]:
     params = {"from_time": start, "to_time": end, "document_type": document_type}
     # A fresh cursor name, so two exports may be open on one connection at the same time.
-    return _Stream(queries.AUDIT_EXPORT, params, _audit_entry, f"docnum_audit_export_{uuid.uuid4().hex}")
+    return Stream(queries.AUDIT_EXPORT, params, _audit_entry, f"docnum_audit_export_{uuid.uuid4().hex}")
 
 
-def _should_retry(exc: psycopg.Error, attempt: int, attempts: int) -> bool:
+def should_retry(exc: psycopg.Error, attempt: int, attempts: int) -> bool:
     return exc.sqlstate in RETRYABLE_SQLSTATES and attempt < attempts
 
 
-def _backoff(attempt: int) -> float:
+def backoff(attempt: int) -> float:
     """Seconds to wait before attempt ``attempt + 1``: full jitter over an exponentially growing window."""
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
 
 
-def _release_reason(exc: BaseException) -> str:
+def release_reason(exc: BaseException) -> str:
     return f"reservation released after {type(exc).__name__}"
 
 
-def _owns_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+def owns_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """An idle connection gets its own transaction; any other state belongs to the caller."""
     return conn.info.transaction_status == TransactionStatus.IDLE

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from docnum.interchange.jsonable import json_item, json_text, json_value
 from docnum.models import AuditEntry, CounterStatus, DocumentType, Gap, ImportResult
 
 __all__ = [
@@ -34,32 +33,6 @@ __all__ = [
     "type_record",
     "type_table",
 ]
-
-
-# -- JSON -----------------------------------------------------------------------------------------------
-
-
-def json_value(value: object) -> object:
-    """``json.dumps`` default: times in ISO 8601, intervals in seconds, decimals as numbers, UUIDs as text."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def json_text(value: object) -> str:
-    """``value`` as indented JSON (the layout of every ``--json`` output)."""
-    return json.dumps(value, default=json_value, ensure_ascii=False, indent=2)
-
-
-def json_item(value: object) -> str:
-    """One element of a JSON array printed piece by piece, laid out as :func:`json_text` lays out a list."""
-    return "\n".join("  " + line for line in json_text(value).splitlines())
 
 
 # -- document types -----------------------------------------------------------------------------------------

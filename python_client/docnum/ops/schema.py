@@ -36,11 +36,11 @@ def _engine_dir(name: str) -> Path:
     """`name` (sql or migrations) inside the installed package, else at the top of the checkout.
 
     A wheel carries the engine as package data (pyproject.toml's force-include). An editable install runs the
-    package from python_client/docnum/, two levels below the repository's top, where the only copy lives.
+    package from python_client/docnum/ (this file is in its ops/), below the top where the only copy lives.
     """
     for candidate in (
         Path(str(resources.files("docnum") / name)),
-        Path(__file__).resolve().parents[2] / name,
+        Path(__file__).resolve().parents[3] / name,
     ):
         # Holding the engine, not only what an older layout left behind (a __pycache__)
         if candidate.is_dir() and any(p.suffix in (".sql", ".py") for p in candidate.iterdir()):

@@ -28,9 +28,9 @@ from rich.console import Console
 from rich.table import Table
 
 from docnum import queries
+from docnum.cli.render import history_table
 from docnum.client import Numbering
 from docnum.models import Reservation
-from docnum.render import history_table
 
 __all__ = ["DEMO_TYPES", "run"]
 

@@ -1,9 +1,9 @@
 """The ``docnum`` command line: the SQL functions of docs/sql-api.md, one command each.
 
 This module holds the commands only.  What they share (the database, error lines, exit codes, --json,
---quiet, Ctrl-C) is in :mod:`docnum.cli_support`, the hint wording in :mod:`docnum.cli_hints`, the tables
-in :mod:`docnum.render`, the CSV importer in :mod:`docnum.csv_import` and the export writers in
-:mod:`docnum.exports`.
+--quiet, Ctrl-C) is in :mod:`docnum.cli.support`, the hint wording in :mod:`docnum.cli.hints`, the tables
+in :mod:`docnum.cli.render`, the CSV importer in :mod:`docnum.interchange.csv_import` and the export
+writers in :mod:`docnum.interchange.exports`.
 
 The database is ``--dsn`` or ``$DOCNUM_DSN``; with neither, docnum uses its embedded PostgreSQL (a per-user
 data directory, ``$DOCNUM_DATA_DIR``) and installs the schema there on first use.
@@ -29,7 +29,17 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from docnum.cli_support import (
+from docnum.cli.render import (
+    GAP_HEADER,
+    gap_line,
+    history_lines,
+    history_table,
+    json_item,
+    status_table,
+    type_record,
+    type_table,
+)
+from docnum.cli.support import (
     APPLICATION_NAME,
     EXIT_CODES_HELP,
     EXIT_FINDING,
@@ -47,23 +57,13 @@ from docnum.cli_support import (
     say,
     target,
 )
-from docnum.csv_import import REJECTED_SHOWN, ImportSummary, LegacyCsv, import_file
-from docnum.exports import (
+from docnum.interchange.csv_import import REJECTED_SHOWN, ImportSummary, LegacyCsv, import_file
+from docnum.interchange.exports import (
     AUDIT_EXPORT_COLUMNS,
     ExportFileError,
     ExportFormat,
     write_export,
     write_file_atomically,
-)
-from docnum.render import (
-    GAP_HEADER,
-    gap_line,
-    history_lines,
-    history_table,
-    json_item,
-    status_table,
-    type_record,
-    type_table,
 )
 
 __all__ = ["APPLICATION_NAME", "AUDIT_EXPORT_COLUMNS", "ImportSummary", "LegacyCsv", "app", "import_file"]
@@ -182,7 +182,7 @@ def main(
 @app.command(epilog="Example: docnum migrate")
 def migrate(ctx: typer.Context) -> None:
     """Install or upgrade schema docnum (alembic upgrade head)."""
-    from docnum import schema
+    from docnum.ops import schema
 
     with reported():
         schema.migrate(target(ctx).dsn(install_schema=False))
@@ -207,7 +207,7 @@ def sql_script(
     """
     from alembic.util import CommandError as AlembicCommandError
 
-    from docnum import schema
+    from docnum.ops import schema
 
     with reported():
         try:
@@ -621,7 +621,7 @@ def import_(
     else:
         say(ctx, _import_summary(summary))
         if summary.rejected_rows:
-            from docnum.render import rejected_table
+            from docnum.cli.render import rejected_table
 
             out.print(rejected_table(summary.rejected_rows))
             hidden = summary.rejected - len(summary.rejected_rows)
@@ -828,7 +828,7 @@ def demo(
     workers: Annotated[int, typer.Option(min=2, max=90, help="Threads, and connections in the pool.")] = 60,
 ) -> None:
     """Run the high-load scenario (hundreds of concurrent reservations) and prove the result gapless."""
-    from docnum import demo as demo_module
+    from docnum.cli import demo as demo_module
 
     with reported():
         dsn = target(ctx).dsn()
@@ -837,18 +837,18 @@ def demo(
         raise typer.Exit(EXIT_FINDING)
 
 
-from docnum.cli_ops import register  # noqa: E402  (the server, dsn, psql, doctor and sweep commands)
+from docnum.cli.ops import register  # noqa: E402  (the server, dsn, psql, doctor and sweep commands)
 
 register(app)
 
-from docnum.cli_metrics import register as register_metrics  # noqa: E402
+from docnum.cli.metrics import register as register_metrics  # noqa: E402
 
 register_metrics(app)
 
-from docnum.cli_load import register as register_load  # noqa: E402
+from docnum.cli.load import register as register_load  # noqa: E402
 
 register_load(app)
 
-from docnum.cli_serve import register as register_serve  # noqa: E402
+from docnum.cli.serve import register as register_serve  # noqa: E402
 
 register_serve(app)

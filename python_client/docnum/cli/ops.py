@@ -1,7 +1,7 @@
 """Commands for working with the database: ``server``, ``dsn``, ``psql``, ``doctor`` and ``sweep``.
 
 ``docnum.cli`` registers them at its end (``register(app)``). They use the CLI's shared helpers of
-:mod:`docnum.cli_support`: ``reported`` for one-line errors, ``print_json``, ``target`` (the ``Target`` of
+:mod:`docnum.cli.support`: ``reported`` for one-line errors, ``print_json``, ``target`` (the ``Target`` of
 ``--dsn``/``$DOCNUM_DSN`` and ``--quiet``) and the ``out`` console.
 
 Exit codes: 0 ok, 1 a failure or a finding (a failed doctor check, a refused ``server stop``), 2 usage, and
@@ -28,7 +28,7 @@ import psycopg
 import typer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from docnum.cli_support import APPLICATION_NAME, CommandError, is_quiet, out, print_json, reported, target
+from docnum.cli.support import APPLICATION_NAME, CommandError, is_quiet, out, print_json, reported, target
 
 __all__ = ["Check", "doctor_checks", "mask_password", "parse_duration", "register"]
 
@@ -104,7 +104,7 @@ def server_start(as_json: AsJson = False) -> None:
 
     Example: docnum server start && docnum psql
     """
-    from docnum import embedded
+    from docnum.ops import embedded
 
     with reported():
         embedded.keep_running()
@@ -122,7 +122,7 @@ def server_stop(
 
     Example: docnum server stop
     """
-    from docnum import embedded
+    from docnum.ops import embedded
 
     with reported():
         try:
@@ -140,7 +140,7 @@ def server_status(as_json: AsJson = False) -> None:
 
     Example: docnum server status --json
     """
-    from docnum import embedded
+    from docnum.ops import embedded
 
     with reported():
         state = embedded.server_state()
@@ -179,7 +179,7 @@ def _database_in_use(ctx: typer.Context) -> str:
     chosen = target(ctx)
     if chosen.dsn_option:
         return chosen.dsn_option
-    from docnum import embedded
+    from docnum.ops import embedded
 
     embedded.keep_running()
     return chosen.dsn()
@@ -227,7 +227,7 @@ def with_login(dsn: str, user: str, password: str | None) -> str:
 
 def _psql_program(dsn_given: bool) -> str:
     """The embedded server's psql, else (with DOCNUM_DSN) the one on PATH."""
-    from docnum import embedded
+    from docnum.ops import embedded
 
     try:
         bundled = embedded.pg_bindir() / "psql"
@@ -252,7 +252,7 @@ def psql(ctx: typer.Context) -> None:
         given = bool(target(ctx).dsn_option)
         value = _database_in_use(ctx)
         program = _psql_program(given)
-    from docnum import embedded
+    from docnum.ops import embedded
 
     for path in list(embedded._servers):  # this process becomes psql: it no longer uses the server itself
         embedded.release(path)
@@ -281,7 +281,7 @@ def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()
 def _migrations(conn: psycopg.Connection[Any], dsn_value: str) -> Check:
     from alembic.script import ScriptDirectory
 
-    from docnum import schema
+    from docnum.ops import schema
 
     heads = set(ScriptDirectory.from_config(schema.alembic_config(dsn_value)).get_heads())
     if not _one(conn, "SELECT to_regnamespace('docnum') IS NOT NULL"):
@@ -525,7 +525,7 @@ def _installer(conn: psycopg.Connection[Any], installed: bool) -> list[Check]:
     """What the connected role can do with docnum itself: install or upgrade it (the requirements of
     migrations/session.sql's pg_temp.docnum_installer, checked in a transaction that is rolled back), grant
     its roles to logins; and who else may become docnum_owner."""
-    from docnum.schema import migrations_dir
+    from docnum.ops.schema import migrations_dir
 
     action = "upgrade" if installed else "install"
     try:
@@ -633,7 +633,7 @@ def _expire_once(dsn_value: str) -> int:
         return Numbering(conn).expire_reservations()
 
 
-def _on_signals(stop: threading.Event) -> Callable[[], None]:
+def on_signals(stop: threading.Event) -> Callable[[], None]:
     """Make SIGINT and SIGTERM set ``stop``; returns a function that restores the previous handlers."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -666,7 +666,7 @@ def sweep(
     with reported():
         dsn_value = target(ctx).dsn()
     stop = threading.Event()
-    restore = _on_signals(stop)
+    restore = on_signals(stop)
     try:
         while not stop.is_set():
             at = datetime.now(timezone.utc).astimezone()

@@ -12,7 +12,7 @@ the run left it in, the run's sequence values of each counter form one contiguou
 sessions took from the same counter meanwhile are counted, and must be in the ledger too), and the counters
 touched have no unexplained gap (``docnum.gaps()`` with ``explained = false``).
 
-This module runs and measures; :mod:`docnum.cli_load` prints.  Its SQL is here (the checks of a load run,
+This module runs and measures; :mod:`docnum.cli.load` prints.  Its SQL is here (the checks of a load run,
 next to the queries of :mod:`docnum.queries` they build on).
 """
 

@@ -1,0 +1,1 @@
+"""Running docnum: the embedded server, the schema's state, the metrics exporter, the load test."""

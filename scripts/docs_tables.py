@@ -2,7 +2,7 @@
 """Write the tables of the manuals that are made from the code: today, the error codes (docnum/codes.py).
 
     python scripts/docs_tables.py          # rewrite the tables in docs/
-    python scripts/docs_tables.py --check  # exit 1 when a table is stale (tests/test_codes.py runs this)
+    python scripts/docs_tables.py --check  # exit 1 when a table is stale (tests/sql/test_codes.py runs this)
 
 A table lives between `<!-- begin: NAME ... -->` and `<!-- end: NAME -->` in a manual; everything between the
 two lines is replaced.

@@ -8,8 +8,8 @@ Builds two scratch databases on the server named by DOCNUM_DSN (or the embedded 
 upgrade, the DROPs of functions whose signature or result changed or that are gone, then the full text of
 every new or changed function (pg_get_functiondef, so the catalog ends up identical) with its privileges;
 the downgrade is the same in the other direction. Table, index and trigger changes are not its business: the
-revision's author writes them around this output, and tests/test_migrations.py proves the result. The output
-is frozen into the revision; this script is not run by the migrations themselves.
+revision's author writes them around this output, and tests/ops/test_migrations.py proves the result. The
+output is frozen into the revision; this script is not run by the migrations themselves.
 """
 
 from __future__ import annotations

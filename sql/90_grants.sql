@@ -45,7 +45,8 @@ GRANT EXECUTE ON FUNCTION
     docnum.validate(),
     docnum.number_history(text),
     docnum.audit_export(timestamptz, timestamptz, text),
-    docnum.metrics(integer)
+    docnum.metrics(integer),
+    docnum.doctor(boolean)
 TO docnum_reader;
 -- An application may read the trail of the numbers it issued.
 GRANT EXECUTE ON FUNCTION docnum.number_history(text) TO docnum_app;

@@ -1,7 +1,7 @@
 -- docnum: what the catalog says about itself. Every public function has a comment (what it does, what it
 -- returns, the role it is granted to, the NB codes it raises), and so does every column of the tables and views
 -- the roles read, so that psql's \df+ and \d+, PostgREST's OpenAPI and anyone reading pg_description see them.
--- tests/test_catalog_comments.py fails when one is missing, and checks docs/sql-api.md against them.
+-- tests/sql/test_catalog_comments.py fails when one is missing, and checks docs/sql-api.md against them.
 
 SET LOCAL ROLE docnum_owner;
 
@@ -55,6 +55,9 @@ COMMENT ON FUNCTION docnum._document_table_problem(oid,name) IS
     'Internal, used by check_duplicates() with its caller''s rights: why a registered table cannot be read safely, or NULL. Role: docnum_reader.';
 COMMENT ON FUNCTION docnum._integrity_findings() IS
     'Internal, used by validate(): the checks of docnum''s own tables, run with the owner''s rights. Role: docnum_reader.';
+
+COMMENT ON FUNCTION docnum.doctor(boolean) IS
+    'The DBA''s checks as rows (check_name, status ok, warn or fail, detail): the recorded revision, the roles and owner, PUBLIC''s privileges, SECURITY DEFINER search paths, validate() (unless run_validate is false: its cost grows with the ledger), prepared and idle-in-transaction holders of a counter, fsync, synchronous_commit and standbys. SECURITY INVOKER: a check the caller cannot see through is a warn naming the grant that would show it. Role: docnum_reader. Raises nothing of its own.';
 
 COMMENT ON COLUMN docnum.document_type.code IS 'The type''s code, upper case, e.g. COR: the {TYPE} of its numbers.';
 COMMENT ON COLUMN docnum.document_type.format IS 'The number template, e.g. {TYPE}-{YYYY}-{SEQ:5}.';

@@ -19,7 +19,7 @@ Hypothesis profiles (HYPOTHESIS_PROFILE picks one; otherwise "ci" when $CI is se
          minutes a shrink of a database-backed stateful test can take; the failing steps are printed with a
          @reproduce_failure blob to replay it
     ci-shrink  the ci examples with shrinking: run locally to get a minimal version of a failure CI reported
-    (tests/test_model_stateful.py's state machine never shrinks: see there why)
+    (tests/sql/test_model_stateful.py's state machine never shrinks: see there why)
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
 from docnum.ops import embedded, schema
-from helpers import ServerInfo, in_ci
+from support.helpers import ServerInfo, in_ci
 
 TEST_DBNAME = "docnum_tests"  # per-test clone; the template is TEST_DBNAME + "_tmpl"
 
@@ -194,7 +194,7 @@ def http_database(
     server_info: ServerInfo, docnum_noproc: Any, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
     """A migrated database of its own for an HTTP test module, with the login role of `docnum serve`'s pool
-    (see tests/test_http_support.py)."""
-    from test_http_support import module_database
+    (see tests/support/http_server.py)."""
+    from support.http_server import module_database
 
     yield from module_database(server_info, docnum_noproc, request)

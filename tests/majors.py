@@ -23,19 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgcluster import PrivateCluster, postgres_bindirs
+from support.pgcluster import PrivateCluster, postgres_bindirs
 
 SUPPORTED = (15, 16, 17, 18)
 TESTS = Path(__file__).resolve().parent
 #: The chain of revisions, and the core of the suite.
 SUBSET = (
-    "test_migrations.py",
-    "test_current_minors.py",
-    "test_concurrency.py",
-    "test_formats.py",
-    "test_admin.py",
-    "test_reports.py",
-    "test_security.py",
+    "ops/test_migrations.py",
+    "ops/test_current_minors.py",
+    "sql/test_concurrency.py",
+    "sql/test_formats.py",
+    "sql/test_admin.py",
+    "sql/test_reports.py",
+    "sql/test_security.py",
 )
 
 

@@ -2,7 +2,8 @@
 
 Edit this file, never ``_client_sync.py``: ``scripts/async_to_sync.py`` writes the synchronous client from it
 (``async``/``await`` dropped, ``AsyncX`` names mapped to ``X``; a ``# sync:`` comment run under a statement is
-what the sync twin has instead of it), and ``tests/test_client_generated.py`` fails while the two disagree.
+what the sync twin has instead of it), and ``tests/client/test_client_generated.py`` fails while the two
+disagree.
 What to run is shared in ``calls.py``; see ``docnum.client`` for transactions and retries.
 """
 # sync: """The synchronous client, :class:`Numbering`: generated from ``_client_async.py``, never edited.

@@ -10,8 +10,8 @@ Where the code lives
     ``calls.py`` holds what both flavours run (the statements, their parameters and result shapes,
     the retry policy); ``_client_async.py`` holds :class:`AsyncNumbering`, the one written by hand; and
     ``_client_sync.py``, :class:`Numbering`, is generated from it by ``scripts/async_to_sync.py`` (edit the
-    async file, then run the script; ``tests/test_client_generated.py`` fails while they disagree).  This
-    module only gathers the public names.
+    async file, then run the script; ``tests/client/test_client_generated.py`` fails while they disagree).
+    This module only gathers the public names.
 
 Transactions
     With a pool, or with a connection that is idle, the client owns the transaction: it runs the statement

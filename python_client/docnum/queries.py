@@ -245,3 +245,15 @@ LEDGER_RUN_STATES = (
     "SELECT l.state, count(*) AS numbers FROM docnum.ledger AS l"
     " WHERE l.document_number = ANY(%(document_numbers)s::text[]) GROUP BY l.state ORDER BY l.state"
 )
+
+#: docnum.doctor(): the DBA's checks as rows (check_name, status, detail).
+DOCTOR = "SELECT check_name, status, detail FROM docnum.doctor(run_validate => %(run_validate)s)"
+#: Whether docnum.doctor() exists, and whether the connected role may run it (by oid: naming it would need
+#: USAGE on the schema, which a role without docnum's grants lacks).
+DOCTOR_STATE = (
+    "SELECT p.oid IS NOT NULL, coalesce(pg_catalog.has_schema_privilege(p.pronamespace, 'USAGE')"
+    " AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE'), false)"
+    " FROM (SELECT NULL) AS one LEFT JOIN pg_catalog.pg_proc p"
+    " ON p.proname = 'doctor' AND p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n"
+    " WHERE n.nspname = 'docnum')"
+)

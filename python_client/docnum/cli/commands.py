@@ -47,7 +47,6 @@ from docnum.cli.support import (
     DocnumGroup,
     Target,
     err,
-    latest_revision,
     leave_behind,
     numbering,
     out,
@@ -216,7 +215,7 @@ def sql_script(
             raise CommandError(
                 "usage",
                 f"no revision {from_revision!r}",
-                hint=f"Revisions run from 0001 to {latest_revision()}.",
+                hint=f"Revisions run from 0001 to {schema.head_revision()}.",
             ) from exc
     sys.stdout.write(script)
 

@@ -28,21 +28,13 @@ import psycopg
 import typer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from docnum import queries
 from docnum.cli.support import APPLICATION_NAME, CommandError, is_quiet, out, print_json, reported, target
 
 __all__ = ["Check", "doctor_checks", "mask_password", "parse_duration", "register"]
 
 #: `docnum server status` when the server is not running (pg_ctl status, systemctl status and LSB say 3).
 EXIT_NOT_RUNNING = 3
-
-#: A transaction that took a counter's turn holds this lock on docnum.counter_queue until it ends (the row
-#: lock of the turn itself is not in pg_locks).
-TURN_LOCK = (
-    "l.locktype = 'relation' AND l.mode = 'RowShareLock' AND l.relation = (SELECT c.oid"
-    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE n.nspname = 'docnum' AND c.relname = 'counter_queue')"
-    " AND l.granted"
-)
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -273,252 +265,31 @@ class Check:
     detail: str
 
 
-def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> Any:
-    row = conn.execute(query, params).fetchone()
-    return row[0] if row else None
-
-
-def _migrations(conn: psycopg.Connection[Any], dsn_value: str) -> Check:
-    from alembic.script import ScriptDirectory
-
+def _migrations(conn: psycopg.Connection[Any]) -> Check:
     from docnum.ops import schema
 
-    heads = set(ScriptDirectory.from_config(schema.alembic_config(dsn_value)).get_heads())
-    if not _one(conn, "SELECT to_regnamespace('docnum') IS NOT NULL"):
-        return Check("migrations", "fail", "schema docnum is not installed: run `docnum migrate`")
-    if not _one(conn, "SELECT to_regclass('public.alembic_version') IS NOT NULL"):
-        return Check(
-            "migrations", "warn", "schema docnum has no Alembic history (installed from sql/ directly?)"
-        )
-    if not _one(conn, "SELECT pg_catalog.has_table_privilege('public.alembic_version', 'SELECT')"):
-        return Check("migrations", "warn", f"{conn.info.user} may not read public.alembic_version")
-    current = {row[0] for row in conn.execute("SELECT version_num FROM public.alembic_version")}
-    if current == heads:
-        return Check("migrations", "ok", f"at head ({', '.join(sorted(heads))})")
-    return Check(
-        "migrations",
-        "fail",
-        f"at {', '.join(sorted(current)) or 'nothing'}, head is {', '.join(sorted(heads))}:"
-        " run `docnum migrate`",
-    )
+    state = schema.read_state(conn)
+    if state.at_head:
+        return Check("migrations", "ok", state.describe())
+    if not state.installed:
+        return Check("migrations", "fail", f"{state.describe()}: run `docnum migrate`")
+    if not state.versioned or not state.readable:
+        return Check("migrations", "warn", state.describe(conn.info.user))
+    return Check("migrations", "fail", f"{state.describe()}: run `docnum migrate`")
 
 
-def _roles(conn: psycopg.Connection[Any]) -> Check:
-    rows = conn.execute(
-        "SELECT r.rolname, r.rolcanlogin, r.rolsuper FROM pg_catalog.pg_roles r"
-        " WHERE r.rolname IN ('docnum_owner', 'docnum_app', 'docnum_reader', 'docnum_admin')"
-    ).fetchall()
-    roles = {name: (login, superuser) for name, login, superuser in rows}
-    missing = sorted({"docnum_owner", "docnum_app", "docnum_reader", "docnum_admin"} - roles.keys())
-    if missing:
-        return Check("roles", "fail", f"missing role(s): {', '.join(missing)}: run `docnum migrate`")
-    problems = []
-    login, superuser = roles["docnum_owner"]
-    if superuser:
-        problems.append("docnum_owner is a superuser (docnum's functions would run with superuser rights)")
-    if login:
-        problems.append("docnum_owner can log in (it must be NOLOGIN)")
-    owner = _one(
-        conn,
-        "SELECT pg_catalog.pg_get_userbyid(n.nspowner) FROM pg_catalog.pg_namespace n"
-        " WHERE n.nspname = 'docnum'",
-    )
-    if owner is not None and owner != "docnum_owner":
-        problems.append(f"schema docnum is owned by {owner}, not docnum_owner")
-    strangers = conn.execute(
-        "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relnamespace = 'docnum'::regnamespace"
-        " AND c.relkind IN ('r', 'v', 'm', 'S', 'p')"
-        " AND pg_catalog.pg_get_userbyid(c.relowner) <> 'docnum_owner'"
-        " UNION ALL SELECT p.proname FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'docnum'::regnamespace"
-        " AND pg_catalog.pg_get_userbyid(p.proowner) <> 'docnum_owner' ORDER BY 1"
-    ).fetchall()
-    if strangers:
-        names = ", ".join(row[0] for row in strangers[:5]) + (" ..." if len(strangers) > 5 else "")
-        problems.append(f"objects not owned by docnum_owner: {names}")
-    if problems:
-        return Check("roles", "fail", "; ".join(problems))
-    return Check("roles", "ok", "docnum_owner is NOLOGIN, not a superuser, and owns schema docnum")
-
-
-def _public_privileges(conn: psycopg.Connection[Any]) -> Check:
-    # A NULL ACL means the defaults: PUBLIC may EXECUTE a function and USE a type.
-    rows = conn.execute(
-        "SELECT 'schema docnum' FROM pg_catalog.pg_namespace n WHERE n.nspname = 'docnum'"
-        "   AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0)"
-        " UNION ALL SELECT 'table ' || c.relname FROM pg_catalog.pg_class c"
-        "  WHERE c.relnamespace = 'docnum'::regnamespace"
-        "   AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = 0)"
-        " UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_catalog.pg_proc p"
-        "  WHERE p.pronamespace = 'docnum'::regnamespace AND (p.proacl IS NULL"
-        "   OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(p.proacl) a WHERE a.grantee = 0))"
-        " ORDER BY 1"
-    ).fetchall()
-    if rows:
-        names = ", ".join(row[0] for row in rows[:5]) + (
-            f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-        )
-        return Check("public privileges", "fail", f"PUBLIC has privileges on {names}")
-    return Check("public privileges", "ok", "PUBLIC has no privilege on docnum's schema, tables or functions")
-
-
-def _definer_search_path(conn: psycopg.Connection[Any]) -> Check:
-    rows = conn.execute(
-        "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p"
-        " WHERE p.pronamespace = 'docnum'::regnamespace AND p.prosecdef"
-        "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(p.proconfig) s WHERE s LIKE 'search\\_path=%')"
-        " ORDER BY 1"
-    ).fetchall()
-    count = _one(
-        conn,
-        "SELECT count(*) FROM pg_catalog.pg_proc p"
-        " WHERE p.pronamespace = 'docnum'::regnamespace AND p.prosecdef",
-    )
-    if rows:
-        return Check(
-            "security definer",
-            "fail",
-            "SECURITY DEFINER without a pinned search_path: " + ", ".join(row[0] for row in rows),
-        )
-    return Check("security definer", "ok", f"all {count} SECURITY DEFINER functions pin their search_path")
-
-
-def _validate(conn: psycopg.Connection[Any]) -> Check:
-    from docnum.client import Numbering
-
-    if not _one(
-        conn,
-        "SELECT pg_catalog.has_schema_privilege('docnum', 'USAGE')"
-        " AND pg_catalog.has_function_privilege('docnum.validate()', 'EXECUTE')",
-    ):
-        user = conn.info.user
-        return Check(
-            "validate", "warn", f"{user} may not run docnum.validate(): GRANT docnum_reader TO {user}"
-        )
-
-    findings = Numbering(conn).validate()
-    if not findings:
-        return Check("validate", "ok", "docnum.validate() reports nothing")
-    errors = [finding for finding in findings if finding.severity == "error"]
-    first = errors[0] if errors else findings[0]
-    summary = (
-        f"{len(errors)} error(s), {len(findings) - len(errors)} warning(s), e.g. "
-        f"{first.check_name}: {first.detail} (see `docnum validate`)"
-    )
-    return Check("validate", "fail", summary)  # as `docnum validate`, any finding needs a look
-
-
-def _held_counters(conn: psycopg.Connection[Any]) -> list[Check]:
-    prepared = conn.execute(
-        "SELECT x.gid, x.prepared, x.owner FROM pg_catalog.pg_prepared_xacts x"
-        " WHERE x.database = pg_catalog.current_database() ORDER BY x.prepared"
-    ).fetchall()
-    # Locks of prepared transactions have no pid.
-    prepared_counters = _one(
-        conn,
-        f"SELECT count(*) FROM pg_catalog.pg_locks l WHERE l.pid IS NULL AND {TURN_LOCK}"
-        " AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
-    )
-    checks = []
-    if not prepared:
-        checks.append(Check("prepared transactions", "ok", "none in this database"))
-    else:
-        gids = ", ".join(
-            f"{gid!r} (since {when:%Y-%m-%d %H:%M}, {owner})" for gid, when, owner in prepared[:3]
-        )
-        status = "fail" if prepared_counters else "warn"
-        held = f"; {prepared_counters} of them hold a counter's turn" if prepared_counters else ""
-        checks.append(
-            Check(
-                "prepared transactions",
-                status,
-                f"{len(prepared)} prepared transaction(s): {gids}{held}:"
-                " COMMIT PREPARED or ROLLBACK PREPARED them",
-            )
-        )
-    idle = conn.execute(
-        "SELECT DISTINCT a.pid, a.usename, a.application_name, now() - a.state_change"
-        " FROM pg_catalog.pg_stat_activity a JOIN pg_catalog.pg_locks l ON l.pid = a.pid"
-        f" WHERE a.state = 'idle in transaction' AND {TURN_LOCK} AND a.datname = current_database()"
-        " ORDER BY 1"
-    ).fetchall()
-    if not idle:
-        checks.append(Check("idle transactions", "ok", "no idle-in-transaction session holds a counter"))
-    else:
-        who = ", ".join(
-            f"pid {pid} ({user}{', ' + app if app else ''}, idle {int(age.total_seconds())} s)"
-            for pid, user, app, age in idle[:3]
-        )
-        checks.append(
-            Check(
-                "idle transactions",
-                "fail",
-                f"{len(idle)} idle-in-transaction session(s) hold a counter, every allocation from it waits:"
-                f" {who}; end them with pg_terminate_backend(pid) or set idle_in_transaction_session_timeout",
-            )
-        )
-    return checks
-
-
-def _durability(conn: psycopg.Connection[Any]) -> list[Check]:
-    settings = dict(
-        conn.execute(
-            "SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN ('fsync', 'synchronous_commit',"
-            " 'synchronous_standby_names', 'full_page_writes')"
-        ).fetchall()
-    )
-    checks = []
-    if settings.get("fsync") == "off":
-        checks.append(
-            Check(
-                "fsync",
-                "fail",
-                "fsync is off: an operating-system crash can lose committed numbers, which would then be"
-                " issued again; fine for a throwaway server only",
-            )
-        )
-    else:
-        checks.append(Check("fsync", "ok", "fsync is on"))
-    commit = settings.get("synchronous_commit", "?")
-    checks.append(
-        Check(
-            "synchronous_commit",
-            "ok",
-            f"synchronous_commit = {commit}; docnum raises it to at least 'on' in every transaction that"
-            " writes numbers",
-        )
-    )
-    if _one(conn, "SELECT pg_catalog.pg_is_in_recovery()"):
-        checks.append(
-            Check(
-                "standby",
-                "warn",
-                "this server is a standby in recovery (read-only): numbers are allocated on the primary only",
-            )
-        )
-        return checks
-    replicas = conn.execute(
-        "SELECT application_name, sync_state FROM pg_catalog.pg_stat_replication ORDER BY 1"
-    ).fetchall()
-    standby_names = settings.get("synchronous_standby_names", "")
-    if not replicas:
-        checks.append(Check("standby", "ok", "primary, no replicas attached"))
-    elif not standby_names:
-        names = ", ".join(name or "?" for name, _ in replicas)
-        checks.append(
-            Check(
-                "standby",
-                "warn",
-                f"{len(replicas)} replica(s) attached ({names}) but synchronous_standby_names is empty:"
-                " they are asynchronous, and a failover can lose numbers already handed out"
-                " (and issue them again)",
-            )
-        )
-    else:
-        states = ", ".join(f"{name or '?'}: {state}" for name, state in replicas)
-        checks.append(
-            Check("standby", "ok", f"synchronous_standby_names = {standby_names!r}; replicas {states}")
-        )
-    return checks
+def _catalog(conn: psycopg.Connection[Any]) -> list[Check]:
+    """The checks the database runs itself (docnum.doctor(): roles, grants, search paths, validate(), held
+    counters, durability, standbys), as a DBA sees them in psql."""
+    user = conn.info.user
+    exists, allowed = conn.execute(queries.DOCTOR_STATE).fetchone() or (False, False)
+    if not exists:
+        return [Check("doctor", "fail", "docnum.doctor() is missing: the schema is behind: `docnum migrate`")]
+    if not allowed:
+        return [Check("doctor", "warn", f"{user} may not run docnum.doctor(): GRANT docnum_reader TO {user}")]
+    rows = conn.execute(queries.DOCTOR, {"run_validate": True}).fetchall()
+    # the recorded revision is the migrations check's business, beside the package's head
+    return [Check(name, status, detail) for name, status, detail in rows if name != "revision"]
 
 
 def _installer(conn: psycopg.Connection[Any], installed: bool) -> list[Check]:
@@ -574,15 +345,14 @@ def _installer(conn: psycopg.Connection[Any], installed: bool) -> list[Check]:
 
 
 def doctor_checks(dsn_value: str) -> list[Check]:
-    """Every check of ``docnum doctor`` on the database at ``dsn_value``."""
+    """Every check of ``docnum doctor`` on the database at ``dsn_value``: the schema against the package's
+    head and what the connected role may install (which only the package knows), then docnum.doctor()."""
     with psycopg.connect(dsn_value, autocommit=True, application_name=APPLICATION_NAME) as conn:
-        checks = [_migrations(conn, dsn_value)]
+        checks = [_migrations(conn)]
         if checks[0].status == "fail" and "not installed" in checks[0].detail:
-            return [*checks, *_installer(conn, installed=False), *_durability(conn)]
-        checks += [_roles(conn), *_installer(conn, installed=True)]
-        checks += [_public_privileges(conn), _definer_search_path(conn), _validate(conn)]
-        checks += _held_counters(conn)
-        checks += _durability(conn)
+            return [*checks, *_installer(conn, installed=False)]
+        checks += _installer(conn, installed=True)
+        checks += _catalog(conn)
     return checks
 
 

@@ -28,7 +28,6 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from docnum import queries
 from docnum.cli.hints import parameter_label, to_cli
 from docnum.cli.render import json_text
 from docnum.client import Numbering
@@ -167,36 +166,19 @@ def _embedded_dsn() -> str:
         ) from exc
 
 
-def latest_revision() -> str:
-    """The newest schema revision this package ships: the four digits that start its newest migration's file
-    name (read without importing Alembic, which every command would otherwise pay for)."""
-    from docnum.ops.schema import migrations_dir
-
-    versions = migrations_dir() / "versions"
-    return max(
-        entry.name[:4]
-        for entry in versions.iterdir()
-        if entry.name[:4].isdigit() and entry.name.endswith(".py")
-    )
-
-
 def prepare_embedded_schema(dsn: str, *, quiet: bool) -> None:
     """Install schema docnum in the embedded database, or upgrade it when an older docnum installed it: the
     embedded server is docnum's own, so it runs the schema of the installed package. (A database named by
     --dsn or DOCNUM_DSN never changes behind its owner's back: `docnum migrate` does that.)"""
-    with psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
-        row = conn.execute(queries.SCHEMA_EXISTS).fetchone()
-        present = row is not None and bool(row[0])
-        current = None
-        if present and conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() != (None,):
-            found = conn.execute("SELECT max(version_num) FROM public.alembic_version").fetchone()
-            current = found[0] if found else None
-    if present and current == latest_revision():
-        return
     from docnum.ops import schema
 
+    with psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
+        state = schema.read_state(conn)
+    if state.at_head:
+        return
     if not quiet:
-        action = "installing" if not present else f"upgrading (from revision {current})"
+        current = ", ".join(sorted(state.current)) or "none"
+        action = "installing" if not state.installed else f"upgrading (from revision {current})"
         typer.echo(f"docnum: {action} schema docnum in the embedded database", err=True)
     schema.migrate(dsn)
 

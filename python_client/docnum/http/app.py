@@ -113,7 +113,6 @@ class _State:
     verifier: Verifier
     limiter: RateLimiter
     database: Database
-    heads: set[str]
     exports: int = 0  # audit exports streaming now
 
 
@@ -359,14 +358,6 @@ _ISSUING_RESPONSES: dict[int | str, dict[str, Any]] = {
 # -- the application --------------------------------------------------------------------------------------
 
 
-def _alembic_heads(dsn: str) -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    from docnum.ops import schema
-
-    return set(ScriptDirectory.from_config(schema.alembic_config(dsn)).get_heads())
-
-
 def install_metrics(app: FastAPI) -> None:
     """``GET /metrics`` and the request counter (:mod:`docnum.http.metrics`), unless turned off."""
     from docnum.http import metrics
@@ -384,9 +375,7 @@ def create_app(settings: Settings) -> FastAPI:
     database = Database(
         settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, timeout=settings.pool_timeout
     )
-    state = _State(
-        settings, verifier, RateLimiter(settings.rate_limit), database, _alembic_heads(settings.dsn)
-    )
+    state = _State(settings, verifier, RateLimiter(settings.rate_limit), database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -454,7 +443,7 @@ def _routes(app: FastAPI) -> None:
     )
     async def readyz(request: Request) -> JSONResponse:
         state = _state(request)
-        checks = await state.database.readiness(state.heads, state.exports)
+        checks = await state.database.readiness(state.exports)
         ready = all(check.get("ok") for check in checks.values()) and "migrations" in checks
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503

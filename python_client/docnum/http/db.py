@@ -23,9 +23,11 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from docnum import queries
 from docnum.calls import SET_LOCAL, Call
 from docnum.client import AsyncNumbering
 from docnum.http.auth import ROLES, Principal
+from docnum.ops import schema
 
 __all__ = ["APPLICATION_NAME", "Database"]
 
@@ -121,7 +123,7 @@ class Database:
                 )
             yield AsyncNumbering(conn)
 
-    async def readiness(self, heads: set[str], exports: int = 0) -> dict[str, Any]:
+    async def readiness(self, exports: int = 0) -> dict[str, Any]:
         """Whether this server can serve, and if not why: the database reachable (on a connection of its
         own, so that a busy pool is not taken for a database that is down), schema docnum at the
         migrations' head, not a standby, and a pool connection free or soon free."""
@@ -130,13 +132,13 @@ class Database:
         async with self._readiness_lock:
             now = asyncio.get_running_loop().time()
             if now - self._readiness_at > READINESS_REUSE_S:
-                self._readiness = await self._connect_and_check(heads)
+                self._readiness = await self._connect_and_check()
                 self._readiness_at = asyncio.get_running_loop().time()
             checks = dict(self._readiness)
         checks["pool"] = self._pool_check(exports)
         return checks
 
-    async def _connect_and_check(self, heads: set[str]) -> dict[str, Any]:
+    async def _connect_and_check(self) -> dict[str, Any]:
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self.dsn, connect_timeout=2, autocommit=True, application_name=APPLICATION_NAME
@@ -145,7 +147,7 @@ class Database:
             log.warning("readiness: database unreachable: %s", type(exc).__name__)
             return {"database": {"ok": False, "detail": "unreachable"}}
         async with conn:
-            return await self._database_checks(conn, heads)
+            return await self._database_checks(conn)
 
     def _pool_check(self, exports: int) -> dict[str, Any]:
         stats = self.pool.get_stats()
@@ -157,45 +159,42 @@ class Database:
         )
         return {"ok": not (busy >= most and waiting > 0), "detail": detail}
 
-    async def _database_checks(self, conn: psycopg.AsyncConnection[Any], heads: set[str]) -> dict[str, Any]:
+    @staticmethod
+    async def _database_checks(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
         checks: dict[str, Any] = {}
         try:
-            cur = await conn.execute(
-                "SELECT pg_is_in_recovery(), to_regnamespace('docnum') IS NOT NULL,"
-                " to_regclass('public.alembic_version') IS NOT NULL",
-                prepare=False,
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            standby, installed, versioned = row
+            row = await (await conn.execute("SELECT pg_is_in_recovery()", prepare=False)).fetchone()
+            standby = bool(row and row[0])
             checks["database"] = {"ok": True}
             checks["primary"] = {"ok": not standby, "detail": "a standby" if standby else "read-write"}
-            if not installed:
-                checks["migrations"] = {"ok": False, "detail": "schema docnum is not installed"}
-            elif not versioned:
-                # Installed from sql/ directly: nothing to compare with, as `docnum doctor` warns.
-                checks["migrations"] = {"ok": True, "detail": "schema docnum has no Alembic history"}
-            else:
-                try:
-                    cur = await conn.execute("SELECT version_num FROM public.alembic_version", prepare=False)
-                    current = {str(r[0]) for r in await cur.fetchall()}
-                except psycopg.errors.InsufficientPrivilege:
-                    checks["migrations"] = {
-                        "ok": False,
-                        "detail": "the login role cannot read public.alembic_version:"
-                        " GRANT SELECT ON public.alembic_version TO it",
-                    }
-                else:
-                    at_head = current == heads
-                    checks["migrations"] = {
-                        "ok": at_head,
-                        "detail": f"at {', '.join(sorted(current)) or 'nothing'}"
-                        + ("" if at_head else f", head is {', '.join(sorted(heads))}"),
-                    }
+            state = await schema.read_state_async(conn)
+            # Installed from sql/ directly, there is nothing to compare with: doctor warns, this serves.
+            ok = state.at_head or (state.installed and not state.versioned)
+            checks["migrations"] = {"ok": ok, "detail": state.describe("the login role")}
+            if state.installed:
+                checks["doctor"] = await Database._doctor(conn)
         except (psycopg.Error, OSError) as exc:
             log.warning("readiness: database check failed: %s", type(exc).__name__)
             checks["database"] = {"ok": False, "detail": "unreachable"}
         return checks
+
+    @staticmethod
+    async def _doctor(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+        """What docnum.doctor() finds, validate() left out (its cost grows with the ledger), as docnum_reader.
+        Never a reason to be unready: every instance would see the same database and all would leave."""
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_catalog.set_config('role', 'docnum_reader', true)", prepare=False
+                )
+                cur = await conn.execute(queries.DOCTOR, {"run_validate": False}, prepare=False)
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            return {"ok": True, "detail": f"not run ({exc.sqlstate or type(exc).__name__})"}
+        found = [
+            f"{name}: {detail}" for name, status, detail in rows if status != "ok" and name != "revision"
+        ]
+        return {"ok": True, "detail": "; ".join(found)[:2000] if found else "nothing to report"}
 
     async def login_role_warning(self) -> str | None:
         """A warning when the pool's login role can do more than switch to the three docnum roles."""

@@ -11,6 +11,7 @@ schema. The repository's alembic.ini points at the same files for people who run
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -21,11 +22,15 @@ if TYPE_CHECKING:  # Alembic is imported by the functions that use it: finding t
     from alembic.config import Config
 
 __all__ = [
+    "SchemaState",
     "alembic_config",
     "apply_sql_dir",
     "downgrade",
+    "head_revision",
     "migrate",
     "migrations_dir",
+    "read_state",
+    "read_state_async",
     "sql_dir",
     "sql_files",
     "sql_script",
@@ -122,3 +127,83 @@ def apply_sql_dir(conn: psycopg.Connection[Any], directory: Path | None = None) 
         for path in files:
             conn.execute(path.read_bytes())
     return files
+
+
+# -- where a database stands ------------------------------------------------------------------------------
+# The one answer to "is this database's schema at head?", for `docnum doctor`, the embedded server's setup
+# and the HTTP service's readiness.
+
+
+def head_revision() -> str:
+    """The newest revision this package ships: the four digits that start its newest revision's file name.
+    The chain of revisions is linear (a test holds it to Alembic's single head), so this needs no Alembic,
+    which every command would otherwise pay for."""
+    versions = migrations_dir() / "versions"
+    return max(
+        entry.name[:4]
+        for entry in versions.iterdir()
+        if entry.name[:4].isdigit() and entry.name.endswith(".py")
+    )
+
+
+#: What the catalog says: schema docnum installed, an Alembic history, and whether this role may read it.
+_STATE = (
+    "SELECT to_regnamespace('docnum') IS NOT NULL, to_regclass('public.alembic_version') IS NOT NULL,"
+    " to_regclass('public.alembic_version') IS NOT NULL"
+    " AND pg_catalog.has_table_privilege('public.alembic_version', 'SELECT')"
+)
+_VERSIONS = "SELECT version_num FROM public.alembic_version"
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database's schema stands against the revisions this package ships."""
+
+    installed: bool  #: schema docnum exists
+    versioned: bool  #: public.alembic_version exists (not so when sql/ was applied directly)
+    readable: bool  #: the connected role may read it
+    current: frozenset[str]  #: the revisions it records
+    head: str  #: the newest revision this package ships
+
+    @property
+    def at_head(self) -> bool:
+        return self.installed and self.current == {self.head}
+
+    def describe(self, user: str = "this role") -> str:
+        """One line for people: what is wrong, or that it is at head."""
+        if not self.installed:
+            return "schema docnum is not installed"
+        if not self.versioned:
+            return "schema docnum has no Alembic history (installed from sql/ directly?)"
+        if not self.readable:
+            return f"{user} may not read public.alembic_version: GRANT SELECT ON public.alembic_version TO it"
+        if self.at_head:
+            return f"at head ({self.head})"
+        return f"at {', '.join(sorted(self.current)) or 'nothing'}, head is {self.head}"
+
+
+def _state(row: tuple[Any, ...] | None, versions: list[tuple[Any, ...]]) -> SchemaState:
+    installed, versioned, readable = row if row is not None else (False, False, False)
+    return SchemaState(
+        bool(installed),
+        bool(versioned),
+        bool(readable),
+        frozenset(str(v[0]) for v in versions),
+        head_revision(),
+    )
+
+
+def read_state(conn: psycopg.Connection[Any]) -> SchemaState:
+    """Where the database of `conn` stands (two catalog reads, no Alembic)."""
+    row = conn.execute(_STATE, prepare=False).fetchone()
+    versions = conn.execute(_VERSIONS, prepare=False).fetchall() if row is not None and row[2] else []
+    return _state(row, versions)
+
+
+async def read_state_async(conn: psycopg.AsyncConnection[Any]) -> SchemaState:
+    """:func:`read_state` on an asyncio connection."""
+    row = await (await conn.execute(_STATE, prepare=False)).fetchone()
+    versions = (
+        await (await conn.execute(_VERSIONS, prepare=False)).fetchall() if row is not None and row[2] else []
+    )
+    return _state(row, versions)

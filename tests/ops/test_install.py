@@ -1,10 +1,10 @@
 """Installing where users are: managed services (no superuser) and psql alone, on PostgreSQL 15 and 18.
 
 Managed services (RDS, Cloud SQL, Azure, Supabase, Neon) give a role with CREATEROLE that owns the database.
-The tests run on private clusters (tests/support/pgcluster.py), one per major shared by the module and reset to a new
-server's state before each test, since docnum's roles are cluster-wide and the suite's shared server already
-has them: on Debian's PostgreSQL 15 (membership
-semantics) and on the embedded 18 (ADMIN / SET / INHERIT options of a grant).
+The tests run on private clusters (tests/support/pgcluster.py), one per major shared by the module and reset
+to a new server's state before each test, since docnum's roles are cluster-wide and the suite's shared server
+already has them: on Debian's PostgreSQL 15 (membership semantics) and on the embedded 18 (ADMIN / SET /
+INHERIT options of a grant).
 
 What an installer that is not a superuser must get:
 - `docnum migrate` creates docnum's roles and installs; the installer can then GRANT docnum's roles to logins;

@@ -496,7 +496,7 @@ def report_rows(docnum: Side, seed: Side, clients: int) -> list[list[str]]:
 
 
 def verdict(docnum: Side, seed: Side) -> str:
-    """Issue 9's target beside the seed: more numbers per second, lower p99, zero failures."""
+    """The target beside the Redis-lock design: more numbers per second, lower p99, zero failures."""
     checks = {
         "more numbers/s": docnum.numbers_per_s > seed.numbers_per_s,
         "lower p99": docnum.p99_ms < seed.p99_ms,
@@ -505,7 +505,9 @@ def verdict(docnum: Side, seed: Side) -> str:
     }
     missed = [name for name, ok in checks.items() if not ok]
     what = ", ".join(checks)
-    return f"target beside the seed ({what}): " + ("met" if not missed else f"MISSED ({', '.join(missed)})")
+    return f"target beside the Redis-lock design ({what}): " + (
+        "met" if not missed else f"MISSED ({', '.join(missed)})"
+    )
 
 
 def render(rows: list[list[str]]) -> str:
@@ -520,7 +522,7 @@ def render(rows: list[list[str]]) -> str:
 
 
 def markdown(rows: list[list[str]], context: list[str], lines: list[str]) -> str:
-    out = ["# docnum beside the seed's design", "", *[f"- {line}" for line in context], ""]
+    out = ["# docnum beside the Redis-lock design it replaces", "", *[f"- {line}" for line in context], ""]
     out += ["| " + " | ".join(rows[0]) + " |", "|---|" + "---:|" * (len(rows[0]) - 1)]
     out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     out += ["", *[f"- {line}" for line in lines], ""]
@@ -567,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     docnum_side = Side("docnum next_number")
-    seed_side = Side("seed: Redis lock + FOR UPDATE")
+    seed_side = Side("Redis lock + FOR UPDATE")
     checks: dict[str, str] = {}
     started = time.monotonic()
     with ExitStack() as stack:
@@ -605,14 +607,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.clients} clients per side on one counter, Python threads with one prepared psycopg "
         f"connection each; {args.runs} alternating run(s) x {args.seconds:g} s per side, CHECKPOINT "
         f"before each; {(time.monotonic() - started) / 60:.1f} min",
-        f"seed lock: Redis SET NX PX {LOCK_TTL_MS} ms, {RETRY_COUNT} retries {RETRY_DELAY_MS} +- "
-        f"{RETRY_JITTER_MS} ms apart (the seed's settings); a request failing them is a failure",
+        f"Redis lock: SET NX PX {LOCK_TTL_MS} ms, {RETRY_COUNT} retries {RETRY_DELAY_MS} +- "
+        f"{RETRY_JITTER_MS} ms apart (the replaced design's settings); a request failing them is a failure",
         "numbers/s, p50, p99: medians over runs (latency of successful requests); failures: all runs; "
         f"starved: clients under {STARVED_SHARE:.0%} of an equal share or at zero, worst run",
     ]
     rows = report_rows(docnum_side, seed_side, args.clients)
     lines = [
-        f"checks, last run: docnum {checks['docnum']}; seed {checks['seed']}",
+        f"checks, last run: docnum {checks['docnum']}; Redis-lock side {checks['seed']}",
         verdict(docnum_side, seed_side),
     ]
     print()

@@ -361,7 +361,7 @@ BEGIN ATOMIC
 END;
 
 -- The figures `docnum metrics` exports to Prometheus, read at scrape time: one row per sample, in families named
--- as exported without their numbering_ prefix (see docs and python_client/docnum/metrics.py); label is the
+-- as exported without their numbering_ prefix (see docs and python_client/docnum/ops/metrics.py); label is the
 -- value of the family's label beside document_type (scope, code, state, le), '' when it has none. Every type
 -- has every per-type row from its definition on. What it reads stays small whatever the ledger holds: the
 -- counts each counter keeps (docnum.counter.issued and the rest, moved by the allocation's own UPDATE), the

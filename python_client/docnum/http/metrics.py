@@ -13,11 +13,12 @@ counters, so keep it behind the proxy when those are private, or start the serve
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import anyio
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docnum.ops.metrics import DocnumCollector, Validator, registry
@@ -31,11 +32,20 @@ READER_ROLE = "docnum_reader"
 
 def _route_of(app: FastAPI, scope: Scope) -> str:
     """The route template a request matched (``/document-numbering/types/{code}``), never the raw path."""
-    for route in app.router.routes:
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    return _matched(app.router.routes, scope) or "unmatched"
+
+
+def _matched(routes: Sequence[BaseRoute], scope: Scope) -> str | None:
+    for route in routes:
+        match, child = route.matches(scope)
+        if match != Match.FULL:
+            continue
+        # an included router (FastAPI keeps it whole, as the router it was): its own routes hold the template
+        inner = getattr(getattr(route, "original_router", route), "routes", None)
+        if inner is not None and not hasattr(route, "path"):
+            return _matched(inner, {**scope, **child})
+        return str(getattr(route, "path", "other"))
+    return None
 
 
 class _RequestMetrics:

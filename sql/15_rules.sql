@@ -22,12 +22,26 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN p_text = btrim(p_text, E' \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a'
                               '\u202f\u205f\u3000');
 
--- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1..max visible chars.
--- p_name is the argument's name, reported as the error's COLUMN.
-CREATE FUNCTION docnum._check_text(p_name text, p_value text, p_max integer) RETURNS text
+-- The one home of the length limits of free text, by argument name: what one call may store in a row that is
+-- never deleted (docs/sql-api.md, "Limits"). An argument not listed gets the strictest, 200.
+CREATE FUNCTION docnum._text_limit(p_name text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE p_name WHEN 'document_ref' THEN 500 WHEN 'document_number' THEN 300 WHEN 'reason' THEN 1000
+                   ELSE 200 END;  -- actor, request_id, format, and any other
+
+-- The scope kinds whose counters are kept per scope value (a project or contract code): the one list.
+CREATE FUNCTION docnum._has_scope_value(p_kind text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_kind IN ('PROJECT', 'CONTRACT');
+
+-- Checks a free-text argument (actor, reason, reference...): NULL is fine, otherwise 1 to its limit
+-- (docnum._text_limit) of visible characters. p_name is the argument's name, reported as the error's COLUMN.
+CREATE FUNCTION docnum._check_text(p_name text, p_value text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    p_max integer := docnum._text_limit(p_name);
 BEGIN
     IF p_value IS NOT NULL AND (p_value = '' OR length(p_value) > p_max OR docnum._has_invisible(p_value)) THEN
         RAISE EXCEPTION 'invalid %: %', p_name, quote_literal(left(p_value, 60))
@@ -104,7 +118,7 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
+    IF NOT docnum._has_scope_value(p_type.scope) THEN
         IF p_scope IS NOT NULL THEN
             RAISE EXCEPTION 'document type % takes no scope value', p_type.code
                 USING ERRCODE = 'NB006', COLUMN = p_column,
@@ -268,3 +282,11 @@ BEGIN
     END;
 END
 $$;
+
+-- Who a call records: the actor it names, or, when it names none inside a request that set JWT claims
+-- (PostgREST, Supabase, docnum serve), the claims' sub. Every public function with an actor argument starts
+-- with it.
+CREATE FUNCTION docnum._actor(p_actor text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN p_actor IS NULL AND current_setting('request.jwt.claims', true) <> ''
+            THEN docnum._claimed_actor() ELSE p_actor END;

@@ -28,7 +28,7 @@ BEGIN
         RAISE EXCEPTION 'a number format is required'
             USING ERRCODE = 'NB006', COLUMN = 'format', DETAIL = 'format was NULL or empty.', HINT = v_hint;
     END IF;
-    IF docnum._has_invisible(p_format) OR length(p_format) > 200 THEN
+    IF docnum._has_invisible(p_format) OR length(p_format) > docnum._text_limit('format') THEN
         RAISE EXCEPTION 'invalid number format %', quote_literal(left(p_format, 60))
             USING ERRCODE = 'NB006', COLUMN = 'format',
                   DETAIL = 'A format is at most 200 characters, without control or invisible format characters.',
@@ -97,14 +97,14 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = 'format', DETAIL = 'Use one year token.', HINT = v_hint;
     END IF;
     -- Different counters must never render the same text.
-    IF p_scope IN ('PROJECT', 'CONTRACT') AND NOT 'SCOPE' = ANY (v_tokens) THEN
+    IF docnum._has_scope_value(p_scope) AND NOT 'SCOPE' = ANY (v_tokens) THEN
         RAISE EXCEPTION 'invalid number format % for a % scope: no {SCOPE}', quote_literal(left(p_format, 60)),
                 p_scope
             USING ERRCODE = 'NB006', COLUMN = 'format',
                   DETAIL = 'Each scope value has its own counter, so the scope must be part of the number.',
                   HINT = 'Add {SCOPE}, e.g. {SCOPE}/{TYPE}/{SEQ:4}.';
     END IF;
-    IF p_scope NOT IN ('PROJECT', 'CONTRACT') AND 'SCOPE' = ANY (v_tokens) THEN
+    IF NOT docnum._has_scope_value(p_scope) AND 'SCOPE' = ANY (v_tokens) THEN
         RAISE EXCEPTION 'invalid number format % for a % scope: {SCOPE} has no value',
                 quote_literal(left(p_format, 60)), p_scope
             USING ERRCODE = 'NB006', COLUMN = 'format',

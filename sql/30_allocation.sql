@@ -50,15 +50,15 @@ BEGIN
         o_type := docnum._type(p_code);
     END IF;
     -- The scope rule (docnum._is_scope_value, inlined); docnum._check_scope() explains a refusal.
-    IF o_type.scope IN ('PROJECT', 'CONTRACT') AND docnum._is_scope_value(p_scope) THEN
+    IF docnum._has_scope_value(o_type.scope) AND docnum._is_scope_value(p_scope) THEN
         o_scope := p_scope;
-    ELSIF p_scope IS NULL AND o_type.scope NOT IN ('PROJECT', 'CONTRACT') THEN
+    ELSIF p_scope IS NULL AND NOT docnum._has_scope_value(o_type.scope) THEN
         o_scope := '';
     ELSE
         o_scope := docnum._check_scope(o_type, p_scope);
     END IF;
     IF p_actor IS NOT NULL THEN
-        PERFORM docnum._check_text('actor', p_actor, 200);
+        PERFORM docnum._check_text('actor', p_actor);
     END IF;
     IF p_date IS NULL THEN
         -- The period comes from the type's time zone, never from the session's TimeZone.
@@ -307,7 +307,7 @@ DECLARE
     v_row   docnum.ledger;
     v_scope text;
 BEGIN
-    PERFORM docnum._check_text('request_id', p_request_id, 200);
+    PERFORM docnum._check_text('request_id', p_request_id);
     SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.request_id = p_request_id;
     IF NOT FOUND THEN
         RETURN NULL;
@@ -352,9 +352,7 @@ DECLARE
     v_done docnum.reservation;
     v_digest text;
 BEGIN
-    IF reserve_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        reserve_number.actor := docnum._claimed_actor();
-    END IF;
+    reserve_number.actor := docnum._actor(reserve_number.actor);
     v_prepared := docnum._prepare(reserve_number.document_type, reserve_number.scope, reserve_number.actor,
                                   reserve_number.document_date);
     IF reserve_number.request_id IS NOT NULL THEN
@@ -394,13 +392,11 @@ DECLARE
     v_prepared record;
     v_digest text;
 BEGIN
-    IF next_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        next_number.actor := docnum._claimed_actor();
-    END IF;
+    next_number.actor := docnum._actor(next_number.actor);
     v_prepared := docnum._prepare(next_number.document_type, next_number.scope, next_number.actor,
                                   next_number.document_date);
     IF next_number.document_ref IS NOT NULL THEN
-        PERFORM docnum._check_text('document_ref', next_number.document_ref, 500);
+        PERFORM docnum._check_text('document_ref', next_number.document_ref);
     END IF;
     IF next_number.request_id IS NOT NULL THEN
         v_digest := docnum._request_digest(jsonb_build_array(
@@ -578,9 +574,7 @@ AS $$
 DECLARE
     v_prepared record;
 BEGIN
-    IF next_numbers.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        next_numbers.actor := docnum._claimed_actor();
-    END IF;
+    next_numbers.actor := docnum._actor(next_numbers.actor);
     v_prepared := docnum._prepare(next_numbers.document_type, next_numbers.scope, next_numbers.actor,
                                   next_numbers.document_date);
     PERFORM docnum._check_count(next_numbers.count);
@@ -604,9 +598,7 @@ DECLARE
     v_prepared record;
     v_ttl interval;
 BEGIN
-    IF reserve_numbers.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        reserve_numbers.actor := docnum._claimed_actor();
-    END IF;
+    reserve_numbers.actor := docnum._actor(reserve_numbers.actor);
     v_prepared := docnum._prepare(reserve_numbers.document_type, reserve_numbers.scope, reserve_numbers.actor,
                                   reserve_numbers.document_date);
     PERFORM docnum._check_count(reserve_numbers.count);
@@ -638,7 +630,7 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = 'request_id', DETAIL = 'request_id was NULL.',
                   HINT = 'Pass the request_id given to docnum.reserve_number() or docnum.next_number().';
     END IF;
-    PERFORM docnum._check_text('request_id', find_request.request_id, 200);
+    PERFORM docnum._check_text('request_id', find_request.request_id);
     RETURN QUERY
     SELECT l.document_type, l.document_number, l.state, l.token, l.expires_at, l.issued_at
       FROM docnum.ledger l WHERE l.request_id = find_request.request_id;
@@ -655,17 +647,15 @@ AS $$
 DECLARE
     v_row docnum.ledger;
 BEGIN
-    IF confirm_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        confirm_number.actor := docnum._claimed_actor();
-    END IF;
+    confirm_number.actor := docnum._actor(confirm_number.actor);
     PERFORM docnum._require_writable();
     IF confirm_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'
             USING ERRCODE = 'NB006', COLUMN = 'token', DETAIL = 'token was NULL.',
                   HINT = 'Pass the token returned by docnum.reserve_number().';
     END IF;
-    PERFORM docnum._check_text('actor', confirm_number.actor, 200);
-    PERFORM docnum._check_text('document_ref', confirm_number.document_ref, 500);
+    PERFORM docnum._check_text('actor', confirm_number.actor);
+    PERFORM docnum._check_text('document_ref', confirm_number.document_ref);
 
     SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.token = confirm_number.token FOR UPDATE;
     IF NOT FOUND THEN
@@ -721,17 +711,15 @@ AS $$
 DECLARE
     v_row docnum.ledger;
 BEGIN
-    IF cancel_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        cancel_number.actor := docnum._claimed_actor();
-    END IF;
+    cancel_number.actor := docnum._actor(cancel_number.actor);
     PERFORM docnum._require_writable();
     IF cancel_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'
             USING ERRCODE = 'NB006', COLUMN = 'token', DETAIL = 'token was NULL.',
                   HINT = 'Pass the token returned by docnum.reserve_number().';
     END IF;
-    PERFORM docnum._check_text('actor', cancel_number.actor, 200);
-    PERFORM docnum._check_text('reason', cancel_number.reason, 1000);
+    PERFORM docnum._check_text('actor', cancel_number.actor);
+    PERFORM docnum._check_text('reason', cancel_number.reason);
 
     SELECT l.* INTO v_row FROM docnum.ledger l WHERE l.token = cancel_number.token FOR UPDATE;
     IF NOT FOUND THEN

@@ -67,9 +67,7 @@ DECLARE
     v_new      docnum.document_type;
     v_existing docnum.document_type;
 BEGIN
-    IF define_type.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        define_type.actor := docnum._claimed_actor();
-    END IF;
+    define_type.actor := docnum._actor(define_type.actor);
     PERFORM docnum._require_writable();
     IF define_type.code IS NULL OR define_type.code !~ '^[A-Z][A-Z0-9_]{0,29}$' THEN
         RAISE EXCEPTION 'invalid document type code %', coalesce(quote_literal(left(define_type.code, 60)), 'NULL')
@@ -95,7 +93,7 @@ BEGIN
     END IF;
     PERFORM docnum._check_type_settings(define_type.time_zone, define_type.max_value, define_type.reservation_ttl,
                                         define_type.lock_timeout, define_type.metadata);
-    PERFORM docnum._check_text('actor', define_type.actor, 200);
+    PERFORM docnum._check_text('actor', define_type.actor);
     IF define_type.allow_manual_override IS NULL THEN
         RAISE EXCEPTION 'allow_manual_override cannot be NULL'
             USING ERRCODE = 'NB006', COLUMN = 'allow_manual_override',
@@ -172,12 +170,10 @@ DECLARE
     v_compiled record;
     v_bad      record;
 BEGIN
-    IF alter_type.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        alter_type.actor := docnum._claimed_actor();
-    END IF;
+    alter_type.actor := docnum._actor(alter_type.actor);
     PERFORM docnum._require_writable();
-    PERFORM docnum._check_text('actor', alter_type.actor, 200);
-    PERFORM docnum._check_text('reason', alter_type.reason, 1000);
+    PERFORM docnum._check_text('actor', alter_type.actor);
+    PERFORM docnum._check_text('reason', alter_type.reason);
     v_old := docnum._type(alter_type.document_type);
     SELECT t.* INTO STRICT v_old FROM docnum.document_type t WHERE t.code = v_old.code FOR UPDATE;
     v_new := v_old;

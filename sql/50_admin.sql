@@ -40,8 +40,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM docnum._require_writable();
-    PERFORM docnum._check_text('actor', p_actor, 200);
-    PERFORM docnum._check_text('reason', p_reason, 1000);
+    PERFORM docnum._check_text('actor', p_actor);
+    PERFORM docnum._check_text('reason', p_reason);
     IF p_reason_required AND p_reason IS NULL THEN
         RAISE EXCEPTION 'a reason is required'
             USING ERRCODE = 'NB006', COLUMN = 'reason',
@@ -71,11 +71,9 @@ DECLARE
     v_counter docnum.counter;
     v_number_id bigint;
 BEGIN
-    IF override_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        override_number.actor := docnum._claimed_actor();
-    END IF;
+    override_number.actor := docnum._actor(override_number.actor);
     v_type := docnum._admin_type(override_number.document_type, override_number.actor, override_number.reason, true);
-    PERFORM docnum._check_text('document_number', override_number.document_number, 300);
+    PERFORM docnum._check_text('document_number', override_number.document_number);
     IF override_number.document_number IS NULL THEN
         RAISE EXCEPTION 'a document number is required'
             USING ERRCODE = 'NB006', COLUMN = 'document_number',
@@ -210,9 +208,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF void_number.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        void_number.actor := docnum._claimed_actor();
-    END IF;
+    void_number.actor := docnum._actor(void_number.actor);
     RETURN (docnum._void(void_number.document_number, void_number.actor, void_number.reason, 'VOID')).document_number;
 END
 $$;
@@ -231,9 +227,7 @@ DECLARE
     v_new    docnum.reservation;
     v_new_id bigint;
 BEGIN
-    IF void_and_replace.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        void_and_replace.actor := docnum._claimed_actor();
-    END IF;
+    void_and_replace.actor := docnum._actor(void_and_replace.actor);
     v_old := docnum._void(void_and_replace.document_number, void_and_replace.actor, void_and_replace.reason,
                           'VOID');
     IF v_old.counter_id IS NULL THEN
@@ -281,9 +275,7 @@ DECLARE
     v_period  text;
     v_counter docnum.counter;
 BEGIN
-    IF set_counter.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        set_counter.actor := docnum._claimed_actor();
-    END IF;
+    set_counter.actor := docnum._actor(set_counter.actor);
     v_type := docnum._admin_type(set_counter.document_type, set_counter.actor, set_counter.reason, true);
     v_scope := docnum._check_scope(v_type, set_counter.scope);
     IF set_counter.value IS NULL OR set_counter.value < 0 OR set_counter.value > v_type.max_value THEN
@@ -396,9 +388,7 @@ DECLARE
     v_schema  name;
     v_table   name;
 BEGIN
-    IF register_document_table.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        register_document_table.actor := docnum._claimed_actor();
-    END IF;
+    register_document_table.actor := docnum._actor(register_document_table.actor);
     PERFORM docnum._admin_type(NULL, register_document_table.actor, NULL, false, false);
     IF register_document_table.table_name IS NULL OR register_document_table.number_column IS NULL THEN
         RAISE EXCEPTION 'a table and a column are required'

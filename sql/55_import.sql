@@ -62,11 +62,9 @@ DECLARE
     v_lock_timeout interval;
     v_limit_ms bigint;
 BEGIN
-    IF import_numbers.actor IS NULL AND current_setting('request.jwt.claims', true) <> '' THEN
-        import_numbers.actor := docnum._claimed_actor();
-    END IF;
+    import_numbers.actor := docnum._actor(import_numbers.actor);
     PERFORM docnum._require_writable();
-    PERFORM docnum._check_text('actor', import_numbers.actor, 200);
+    PERFORM docnum._check_text('actor', import_numbers.actor);
     IF import_numbers.rows IS NULL OR jsonb_typeof(import_numbers.rows) <> 'array' THEN
         RAISE EXCEPTION 'rows must be a JSON array'
             USING ERRCODE = 'NB006', COLUMN = 'rows', DETAIL = 'import_numbers takes an array of objects.',
@@ -96,15 +94,15 @@ BEGIN
                    WHEN f.code IS NULL OR f.number IS NULL
                        THEN 'document_type and document_number are required'
                    WHEN t.code IS NULL THEN 'unknown document type ' || quote_literal(left(f.code, 60))
-                   WHEN f.number = '' OR length(f.number) > 300 OR docnum._has_invisible(f.number)
+                   WHEN f.number = '' OR length(f.number) > docnum._text_limit('document_number') OR docnum._has_invisible(f.number)
                        THEN 'invalid document number'
                    WHEN p.sequence_value IS NULL THEN 'does not match the format ' || t.format
-                   WHEN t.scope IN ('PROJECT', 'CONTRACT') AND NOT docnum._is_scope_value(p.scope_value)
+                   WHEN docnum._has_scope_value(t.scope) AND NOT docnum._is_scope_value(p.scope_value)
                        THEN 'invalid scope value'
                    WHEN p.sequence_value > t.max_value THEN 'sequence value above max_value ' || t.max_value
                    WHEN f.created_at IS NOT NULL AND docnum._to_timestamptz(f.created_at) IS NULL
                        THEN 'invalid created_at ' || quote_literal(left(f.created_at, 40))
-                   WHEN length(f.document_ref) > 500 OR docnum._has_invisible(f.document_ref)
+                   WHEN length(f.document_ref) > docnum._text_limit('document_ref') OR docnum._has_invisible(f.document_ref)
                        THEN 'invalid document_ref: 1 to 500 characters without control or invisible format '
                             'characters'
                END AS problem

@@ -231,3 +231,34 @@ def test_shared_rules_are_written_once_in_the_source() -> None:
     assert count(r"INSERT INTO docnum\.audit_log") == {"15_rules.sql": 1}
     assert count(r"ERRCODE = 'NB001'") == {"15_rules.sql": 1}
     assert count(r"_has_invisible\(p_scope\)") == {"15_rules.sql": 1}
+
+
+def test_each_shared_rule_has_one_home_in_the_catalog(db: psycopg.Connection[Any]) -> None:
+    """The claimed-actor rule, the scope kinds kept per scope value and the text limits are each written once:
+    every other function calls the one that holds it."""
+    bodies = dict(
+        db.execute(
+            "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p"
+            " WHERE p.pronamespace = 'docnum'::regnamespace AND p.prokind = 'f'"
+        ).fetchall()
+    )
+    assert len(bodies) > 40
+
+    def homes(pattern: str) -> set[str]:
+        return {name for name, body in bodies.items() if re.search(pattern, body)}
+
+    assert homes(r"request\.jwt\.claims'::text, true\) <> ''") == {"_actor"}
+    assert homes(r"[\[(]'PROJECT'(::text)?, 'CONTRACT'") == {"_has_scope_value"}  # not the list of all kinds
+    assert homes(r"(?<!_)length\([^)]*\)\s*>\s*\d{3}") == set()  # a text's limit is _text_limit()'s
+    assert homes(r"_check_text\([^)]*,[^)]*,") == set()  # the limit is never passed in
+    # every public function with an actor argument takes it through _actor()
+    with_actor = {
+        name
+        for (name,) in db.execute(
+            "SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'docnum'::regnamespace"
+            " AND p.proname !~ '^_' AND EXISTS (SELECT 1 FROM unnest(p.proargnames, coalesce(p.proargmodes,"
+            " array_fill('i'::\"char\", ARRAY[coalesce(cardinality(p.proargnames), 0)]))) AS a (name, mode)"
+            " WHERE a.name = 'actor' AND a.mode IN ('i', 'b'))"
+        ).fetchall()
+    }
+    assert len(with_actor) >= 14 and with_actor <= homes(r"docnum\._actor\(")

@@ -481,7 +481,7 @@ def report_rows(docnum: Side, seed: Side, clients: int) -> list[list[str]]:
         return f"{side.failures:,} ({share:.1f} %)"
 
     return [
-        ["", docnum.label, seed.label, "docnum / seed"],
+        ["", docnum.label, seed.label, "docnum / Redis lock"],
         [
             "numbers/s",
             f"{docnum.numbers_per_s:,.0f}",

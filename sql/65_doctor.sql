@@ -16,9 +16,9 @@ DECLARE
     v_names    text;
     v_count    bigint;
     v_errors   bigint;
-    v_problems text[] := '{}';
+    v_problems text[] := ARRAY[]::text[];
     v_setting  text;
-    v_turns    oid := to_regclass('docnum.counter_queue');
+    v_turns    oid := to_regclass('docnum.counter_queue')::oid;
     v_stats    boolean := pg_has_role('pg_read_all_stats', 'USAGE');
 BEGIN
     -- the revision the database records (the package knows whether it is the newest: `docnum doctor`)
@@ -30,8 +30,9 @@ BEGIN
         detail := format('%s may not read public.alembic_version: GRANT SELECT ON public.alembic_version TO %I',
                          current_user, current_user);
     ELSE
-        EXECUTE 'SELECT string_agg(version_num, '', '' ORDER BY version_num) FROM public.alembic_version'
-            INTO v_names;
+        -- planned only here, where the table is known to exist and to be readable
+        SELECT string_agg(v.version_num::text, ', ' ORDER BY v.version_num) INTO v_names
+          FROM public.alembic_version AS v;
         status := 'ok'; detail := 'at ' || coalesce(v_names, 'nothing');
     END IF;
     RETURN NEXT;
@@ -52,7 +53,7 @@ BEGIN
         IF (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'docnum_owner') THEN
             v_problems := v_problems || 'docnum_owner can log in (it must be NOLOGIN)'::text;
         END IF;
-        SELECT pg_get_userbyid(nspowner) INTO v_names FROM pg_namespace WHERE nspname = 'docnum';
+        SELECT pg_get_userbyid(nspowner)::text INTO v_names FROM pg_namespace WHERE nspname = 'docnum';
         IF v_names <> 'docnum_owner' THEN
             v_problems := v_problems || format('schema docnum is owned by %s, not docnum_owner', v_names);
         END IF;

@@ -112,7 +112,7 @@ BEGIN
                 USING ERRCODE = 'NB009',
                       DETAIL = pg_catalog.format('Counter %s keeps its type %s, scope value %L and period %L.',
                                                  OLD.counter_id, OLD.document_type, OLD.scope_value, OLD.period),
-                      HINT = 'Its numbers were rendered from them; use docnum.set_counter() to move its value.';
+                      HINT = 'Its numbers were rendered from them; to move its value, set the counter instead.';
         END IF;
         RETURN NEW;
     END IF;
@@ -379,7 +379,7 @@ BEGIN
             USING ERRCODE = 'NB009',
                   DETAIL = 'reserved -> confirmed|cancelled|expired and confirmed|overridden|imported -> voided '
                            'are the only transitions.',
-                  HINT = 'Check the number''s state with docnum.number_history().';
+                  HINT = 'Check the number''s state in its history.';
     END IF;
     RETURN NEW;
 END
@@ -463,7 +463,7 @@ BEGIN
     RAISE EXCEPTION 'counters in docnum.counter are permanent'
         USING ERRCODE = 'NB009',
               DETAIL = pg_catalog.format('%s on docnum.counter was refused.', TG_OP),
-              HINT = 'Its numbers reference it; use docnum.set_counter() to move its value.';
+              HINT = 'Its numbers reference it; to move its value, set the counter instead.';
 END
 $$;
 

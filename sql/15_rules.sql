@@ -48,7 +48,7 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = p_name,
                   DETAIL = pg_catalog.format('%s must be 1 to %s characters without control or invisible '
                                              'format characters.', p_name, p_max),
-                  HINT = pg_catalog.format('Pass NULL to omit %s.', p_name);
+                  HINT = 'Give a non-empty text of visible characters within the limit.';
     END IF;
     RETURN p_value;
 END
@@ -74,7 +74,7 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = p_column,
                   DETAIL = pg_catalog.format('%s must be a JSON object, not a JSON %s.', p_column,
                                              jsonb_typeof(p_metadata)),
-                  HINT = 'Pass an object such as ''{"project": "P-1"}'', or NULL for none.';
+                  HINT = 'Give an object such as {"project": "P-1"}, or leave it out.';
     END IF;
     v_bytes := octet_length(p_metadata::text);
     IF v_bytes > c_max_bytes THEN
@@ -124,7 +124,7 @@ BEGIN
                 USING ERRCODE = 'NB006', COLUMN = p_column,
                       DETAIL = pg_catalog.format('%s is a %s type; scope %s would be ignored.', p_type.code,
                                                  p_type.scope, quote_literal(left(p_scope, 60))),
-                      HINT = 'Omit scope for this type.';
+                      HINT = 'Leave the scope value out for this type.';
         END IF;
         RETURN '';
     END IF;
@@ -132,7 +132,8 @@ BEGIN
         RAISE EXCEPTION 'document type % needs a scope value', p_type.code
             USING ERRCODE = 'NB006', COLUMN = p_column,
                   DETAIL = pg_catalog.format('%s numbers are counted per %s.', p_type.code, lower(p_type.scope)),
-                  HINT = pg_catalog.format('Pass scope => the %s identifier, e.g. ''PRJ-7''.', lower(p_type.scope));
+                  HINT = pg_catalog.format('Give the %s identifier as the scope value, e.g. PRJ-7.',
+                                           lower(p_type.scope));
     END IF;
     IF NOT docnum._is_scope_value(p_scope) THEN
         RAISE EXCEPTION 'invalid scope value %', quote_literal(left(p_scope, 60))
@@ -157,14 +158,14 @@ BEGIN
     IF p_code IS NULL OR p_code = '' THEN
         RAISE EXCEPTION 'a document type is required'
             USING ERRCODE = 'NB006', COLUMN = 'document_type', DETAIL = 'document_type was NULL or empty.',
-                  HINT = 'Pass the code of a type created with docnum.define_type(), e.g. ''COR''.';
+                  HINT = 'Give the code of a defined document type, e.g. COR.';
     END IF;
     SELECT t.* INTO v_type FROM docnum.document_type t WHERE t.code = p_code;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'document type % is not defined', quote_literal(left(p_code, 60))
             USING ERRCODE = 'NB001', COLUMN = 'document_type',
                   DETAIL = 'No row in docnum.document_type has this code.',
-                  HINT = 'Define it with docnum.define_type(); codes are upper-case, e.g. ''COR''.';
+                  HINT = 'Define the type first; codes are upper-case, e.g. COR.';
     END IF;
     RETURN v_type;
 END

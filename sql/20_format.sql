@@ -109,7 +109,7 @@ BEGIN
                 quote_literal(left(p_format, 60)), p_scope
             USING ERRCODE = 'NB006', COLUMN = 'format',
                   DETAIL = 'Only PROJECT and CONTRACT types take a scope value.',
-                  HINT = 'Remove {SCOPE} or use scope => ''PROJECT''.';
+                  HINT = 'Remove {SCOPE}, or choose the PROJECT or CONTRACT scope.';
     END IF;
     IF p_reset IN ('YEARLY', 'MONTHLY') AND NOT ('YYYY' = ANY (v_tokens) OR 'YY' = ANY (v_tokens)) THEN
         RAISE EXCEPTION 'invalid number format % for a % reset: no year', quote_literal(left(p_format, 60)), p_reset
@@ -477,8 +477,8 @@ BEGIN
                   DETAIL = pg_catalog.format('Its format shows the year as {YY}, which reads back as 2000..2099, and '
                                              'its counter restarts each period: period %L would share numbers with '
                                              '%L.', NEW.period, '20' || substr(NEW.period, 3)),
-                  HINT = 'Date the document between 2000 and 2099, or change the format to {YYYY} with '
-                         'docnum.alter_type().';
+                  HINT = 'Date the document between 2000 and 2099, or have an administrator change the '
+                         'type''s format to {YYYY}.';
     END IF;
     RETURN NEW;
 END

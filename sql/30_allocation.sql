@@ -67,7 +67,7 @@ BEGIN
         RAISE EXCEPTION 'invalid document date %', p_date
             USING ERRCODE = 'NB006', COLUMN = 'document_date',
                   DETAIL = 'A document date lies between the years 1000 and 9999.',
-                  HINT = 'Pass the date the document is dated, or NULL for today in the type''s time zone.';
+                  HINT = 'Give the date on the document, or leave it out for today in the type''s time zone.';
     ELSE
         o_date := p_date;
     END IF;
@@ -86,8 +86,8 @@ BEGIN
         USING ERRCODE = 'NB003',
               DETAIL = pg_catalog.format('Counter (%s, %L, %L) was held by another transaction for longer than the '
                                          'lock timeout (%s ms).', p_type, left(p_scope, 64), p_period, p_limit_ms),
-              HINT = 'Retry; if it persists, look for a long transaction that allocated from this counter '
-                     '(pg_stat_activity, state ''idle in transaction'').';
+              HINT = 'Retry; if it persists, find the long or idle transaction that holds this counter: the '
+                     'doctor checks list such sessions.';
 END
 $$;
 
@@ -254,8 +254,7 @@ BEGIN
                 USING ERRCODE = 'NB002',
                       DETAIL = pg_catalog.format('Counter %s/%s/%s has reached max_value %s.', p_type.code,
                                                  p_scope, v_period, p_type.max_value),
-                      HINT = pg_catalog.format('Raise it: SELECT docnum.alter_type(document_type => %L, '
-                                               'max_value => ...).', p_type.code);
+                      HINT = 'An administrator can raise the type''s maximum value.';
         END IF;
         INSERT INTO docnum.ledger AS l (document_type, counter_id, sequence_value, document_number, state, token,
                                         actor, document_ref, metadata, expires_at, confirmed_at, request_id,
@@ -286,8 +285,7 @@ BEGIN
         RAISE WARNING 'docnum: % counter % is % used (% of %)', p_type.code,
                 pg_catalog.format('(scope %L, period %L)', p_scope, v_period),
                 round(v_value * 100.0 / p_type.max_value, 1) || '%', v_value, p_type.max_value
-            USING HINT = pg_catalog.format('Plan to raise max_value with docnum.alter_type(%L, max_value => ...).',
-                                           p_type.code);
+            USING HINT = 'Plan to raise the type''s maximum value.';
     END IF;
     RETURN ROW(p_token, v_number, v_value, p_expires_at)::docnum.reservation;
 END
@@ -369,7 +367,7 @@ BEGIN
     IF v_ttl <= interval '0' OR v_ttl > interval '7 days' THEN
         RAISE EXCEPTION 'invalid reservation ttl %', left(v_ttl::text, 60)
             USING ERRCODE = 'NB006', COLUMN = 'ttl', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
-                  HINT = 'Pass ttl => interval ''10 minutes'', or NULL for the type''s default.';
+                  HINT = 'Give a duration such as 10 minutes, or leave it out for the type''s default.';
     END IF;
     PERFORM docnum._check_metadata('metadata', reserve_number.metadata);
     RETURN docnum._issue(v_prepared.o_type, v_prepared.o_scope, v_prepared.o_date, 'reserved',
@@ -487,9 +485,7 @@ BEGIN
                       DETAIL = pg_catalog.format('Counter %s/%s/%s is at %s; %s more number(s) would pass max_value '
                                                  '%s. Nothing was issued.', p_type.code, p_scope, v_period, v_last,
                                                  v_need, p_type.max_value),
-                      HINT = pg_catalog.format('Issue a smaller batch, or raise max_value: SELECT '
-                                               'docnum.alter_type(document_type => %L, max_value => ...).',
-                                               p_type.code);
+                      HINT = 'Issue a smaller batch, or have an administrator raise the type''s maximum value.';
         END IF;
         -- Values whose row or text already exists insert nothing: they are skipped and the rest is issued after.
         WITH issued AS (
@@ -539,8 +535,7 @@ BEGIN
         RAISE WARNING 'docnum: % counter % is % used (% of %)', p_type.code,
                 pg_catalog.format('(scope %L, period %L)', p_scope, v_period),
                 round(v_last * 100.0 / p_type.max_value, 1) || '%', v_last, p_type.max_value
-            USING HINT = pg_catalog.format('Plan to raise max_value with docnum.alter_type(%L, max_value => ...).',
-                                           p_type.code);
+            USING HINT = 'Plan to raise the type''s maximum value.';
     END IF;
     RETURN QUERY SELECT i.* FROM unnest(v_issued) i ORDER BY i.sequence_value;
 END
@@ -606,7 +601,7 @@ BEGIN
     IF v_ttl <= interval '0' OR v_ttl > interval '7 days' THEN
         RAISE EXCEPTION 'invalid reservation ttl %', left(v_ttl::text, 60)
             USING ERRCODE = 'NB006', COLUMN = 'ttl', DETAIL = 'A reservation lasts more than 0 and at most 7 days.',
-                  HINT = 'Pass ttl => interval ''10 minutes'', or NULL for the type''s default.';
+                  HINT = 'Give a duration such as 10 minutes, or leave it out for the type''s default.';
     END IF;
     PERFORM docnum._check_metadata('metadata', reserve_numbers.metadata, reserve_numbers.count);
     RETURN QUERY
@@ -628,7 +623,7 @@ BEGIN
     IF find_request.request_id IS NULL THEN
         RAISE EXCEPTION 'a request key is required'
             USING ERRCODE = 'NB006', COLUMN = 'request_id', DETAIL = 'request_id was NULL.',
-                  HINT = 'Pass the request_id given to docnum.reserve_number() or docnum.next_number().';
+                  HINT = 'Give the request key the number was issued under.';
     END IF;
     PERFORM docnum._check_text('request_id', find_request.request_id);
     RETURN QUERY
@@ -652,7 +647,7 @@ BEGIN
     IF confirm_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'
             USING ERRCODE = 'NB006', COLUMN = 'token', DETAIL = 'token was NULL.',
-                  HINT = 'Pass the token returned by docnum.reserve_number().';
+                  HINT = 'Give the token the reservation returned.';
     END IF;
     PERFORM docnum._check_text('actor', confirm_number.actor);
     PERFORM docnum._check_text('document_ref', confirm_number.document_ref);
@@ -661,7 +656,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'reservation % not found', confirm_number.token
             USING ERRCODE = 'NB004', DETAIL = 'No number was reserved with this token.',
-                  HINT = 'Reserve a new number with docnum.reserve_number().';
+                  HINT = 'Reserve a new number.';
     END IF;
     IF v_row.state = 'confirmed' THEN
         IF confirm_number.document_ref IS DISTINCT FROM v_row.document_ref
@@ -687,7 +682,7 @@ BEGIN
     IF v_row.state <> 'reserved' THEN
         RAISE EXCEPTION 'cannot confirm % in state %', v_row.document_number, v_row.state
             USING ERRCODE = 'NB009', DETAIL = 'Only a reserved number can be confirmed.',
-                  HINT = 'See docnum.number_history() for what happened to it.';
+                  HINT = 'Its history shows what happened to it.';
     END IF;
 
     UPDATE docnum.ledger l
@@ -716,7 +711,7 @@ BEGIN
     IF cancel_number.token IS NULL THEN
         RAISE EXCEPTION 'a reservation token is required'
             USING ERRCODE = 'NB006', COLUMN = 'token', DETAIL = 'token was NULL.',
-                  HINT = 'Pass the token returned by docnum.reserve_number().';
+                  HINT = 'Give the token the reservation returned.';
     END IF;
     PERFORM docnum._check_text('actor', cancel_number.actor);
     PERFORM docnum._check_text('reason', cancel_number.reason);
@@ -735,8 +730,8 @@ BEGIN
             USING ERRCODE = 'NB009',
                   DETAIL = 'Only a reserved number can be cancelled.',
                   HINT = CASE WHEN v_row.state = 'confirmed'
-                              THEN 'A confirmed number names a document: void it with docnum.void_number().'
-                              ELSE 'See docnum.number_history() for what happened to it.' END;
+                              THEN 'A confirmed number names a document: void it instead.'
+                              ELSE 'Its history shows what happened to it.' END;
     END IF;
 
     UPDATE docnum.ledger l

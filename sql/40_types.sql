@@ -13,13 +13,13 @@ BEGIN
     THEN
         RAISE EXCEPTION 'unknown time zone %', coalesce(quote_literal(left(p_time_zone, 60)), 'NULL')
             USING ERRCODE = 'NB006', COLUMN = 'time_zone', DETAIL = 'time_zone must be an IANA time zone name.',
-                  HINT = 'For example ''UTC'', ''Asia/Bangkok'' or ''Europe/Paris''.';
+                  HINT = 'For example UTC, Asia/Bangkok or Europe/Paris.';
     END IF;
     IF p_max_value IS NOT NULL AND p_max_value NOT BETWEEN 1 AND 9223372036854775806 THEN
         RAISE EXCEPTION 'invalid max_value %', p_max_value
             USING ERRCODE = 'NB006', COLUMN = 'max_value',
                   DETAIL = 'max_value lies between 1 and 9223372036854775806 (2^63 - 2).',
-                  HINT = 'Omit it to use the largest value the {SEQ:n} padding can show.';
+                  HINT = 'Leave it out to use the largest value the {SEQ:n} padding can show.';
     END IF;
     IF p_ttl IS NULL OR p_ttl <= interval '0' OR p_ttl > interval '7 days' THEN
         RAISE EXCEPTION 'invalid reservation_ttl %', coalesce(p_ttl::text, 'NULL')
@@ -32,12 +32,12 @@ BEGIN
         RAISE EXCEPTION 'invalid lock_timeout %', p_lock_timeout
             USING ERRCODE = 'NB006', COLUMN = 'lock_timeout',
                   DETAIL = 'lock_timeout lies between 1 millisecond and 1 hour, or is NULL.',
-                  HINT = 'NULL leaves only the session''s lock_timeout in force.';
+                  HINT = 'Leave it out to keep only the session''s own lock timeout.';
     END IF;
     IF p_metadata IS NULL THEN
         RAISE EXCEPTION 'invalid metadata: NULL'
             USING ERRCODE = 'NB006', COLUMN = 'metadata',
-                  DETAIL = 'A type''s metadata is a JSON object.', HINT = 'Pass ''{}'' for none.';
+                  DETAIL = 'A type''s metadata is a JSON object.', HINT = 'Give an empty object, {}, for none.';
     END IF;
     PERFORM docnum._check_metadata('metadata', p_metadata);
 END
@@ -73,7 +73,7 @@ BEGIN
         RAISE EXCEPTION 'invalid document type code %', coalesce(quote_literal(left(define_type.code, 60)), 'NULL')
             USING ERRCODE = 'NB006', COLUMN = 'code',
                   DETAIL = 'A code is an upper-case identifier: a letter, then letters, digits or _ (30 at most).',
-                  HINT = 'For example ''COR'' or ''RFA_2''.';
+                  HINT = 'For example COR or RFA_2.';
     END IF;
     IF v_scope IS NULL OR v_scope NOT IN ('GLOBAL', 'PROJECT', 'CONTRACT', 'YEARLY', 'MONTHLY') THEN
         RAISE EXCEPTION 'invalid scope %', coalesce(quote_literal(left(define_type.scope, 60)), 'NULL')
@@ -89,7 +89,8 @@ BEGIN
                 left(v_scope, 60)
             USING ERRCODE = 'NB006', COLUMN = 'reset',
                   DETAIL = 'reset is NEVER, YEARLY or MONTHLY; a YEARLY or MONTHLY scope implies its own reset.',
-                  HINT = 'For a per-project counter restarting each year: scope => ''PROJECT'', reset => ''YEARLY''.';
+                  HINT = 'For a per-project counter restarting each year, choose the PROJECT scope and the YEARLY '
+                         'reset.';
     END IF;
     PERFORM docnum._check_type_settings(define_type.time_zone, define_type.max_value, define_type.reservation_ttl,
                                         define_type.lock_timeout, define_type.metadata);
@@ -130,7 +131,7 @@ BEGIN
         RAISE EXCEPTION 'document type % already exists with another definition', define_type.code
             USING ERRCODE = 'NB010',
                   DETAIL = pg_catalog.format('Existing: %s', left(docnum._type_json(v_existing)::text, 1000)),
-                  HINT = 'Change it with docnum.alter_type(); scope and reset cannot change.';
+                  HINT = 'Alter the type instead; its scope and reset cannot change.';
     END IF;
     -- Two counters never render the same text: not within this template, nor beside any other type's (current or
     -- former) template. See the rule in 20_format.sql.
@@ -240,7 +241,7 @@ BEGIN
             USING ERRCODE = 'NB006', COLUMN = 'max_value',
                   DETAIL = pg_catalog.format('Counter %s/%s is already at %s.', v_bad.scope_value, v_bad.period,
                                              v_bad.current_value),
-                  HINT = 'max_value can only stay above every counter''s current value.';
+                  HINT = 'Keep the maximum value at or above every counter''s current value.';
     END IF;
 
     IF docnum._type_json(v_new) = docnum._type_json(v_old) THEN

@@ -46,7 +46,7 @@ BEGIN
         RAISE EXCEPTION 'a reason is required'
             USING ERRCODE = 'NB006', COLUMN = 'reason',
                   DETAIL = 'Administrative changes to numbering are audited with their reason.',
-                  HINT = 'Pass reason => ''...''.';
+                  HINT = 'Say why, in a few words.';
     END IF;
     IF p_type_required THEN
         RETURN docnum._type(p_code);
@@ -88,8 +88,7 @@ BEGIN
         RAISE EXCEPTION 'manual override is not allowed for %', v_type.code
             USING ERRCODE = 'NB007',
                   DETAIL = pg_catalog.format('Type %s has allow_manual_override = false.', v_type.code),
-                  HINT = pg_catalog.format('An administrator can allow it: docnum.alter_type(%L, '
-                                           'allow_manual_override => true).', v_type.code);
+                  HINT = 'An administrator can allow manual numbers for the type.';
     END IF;
 
     v_parsed := docnum._parse(v_type, override_number.document_number);
@@ -98,7 +97,7 @@ BEGIN
                 v_type.code
             USING ERRCODE = 'NB006', COLUMN = 'document_number',
                   DETAIL = pg_catalog.format('The format is %s.', v_type.format),
-                  HINT = 'Correct the number, or pass skip_validation => true to record it without a counter.';
+                  HINT = 'Correct the number, or skip validation to record it without a counter.';
     END IF;
     IF v_parsed.sequence_value IS NOT NULL THEN
         PERFORM docnum._check_scope(v_type, nullif(v_parsed.scope_value, ''), 'document_number');
@@ -107,7 +106,7 @@ BEGIN
                     v_type.max_value, v_type.code
                 USING ERRCODE = 'NB006', COLUMN = 'document_number',
                       DETAIL = 'Its sequence value would exhaust the counter.',
-                      HINT = 'Raise max_value with docnum.alter_type() first.';
+                      HINT = 'Have an administrator raise the type''s maximum value first.';
         END IF;
         v_counter := docnum._lock_counter(v_type, v_parsed.scope_value, v_parsed.period);
     END IF;
@@ -119,7 +118,7 @@ BEGIN
         RAISE EXCEPTION 'number % already exists', override_number.document_number
             USING ERRCODE = 'NB005',
                   DETAIL = 'Every number ever issued is in docnum.ledger, whatever its state.',
-                  HINT = 'See docnum.number_history() for it; a number is never issued twice.';
+                  HINT = 'Its history shows how it was issued; a number is never issued twice.';
     END IF;
 
     BEGIN
@@ -134,7 +133,7 @@ BEGIN
         -- Another transaction recorded the same text at the same moment (without a counter to serialise on).
         RAISE EXCEPTION 'number % already exists', override_number.document_number
             USING ERRCODE = 'NB005', DETAIL = 'It was recorded concurrently by another transaction.',
-                  HINT = 'See docnum.number_history() for it; a number is never issued twice.';
+                  HINT = 'Its history shows how it was issued; a number is never issued twice.';
     END;
 
     IF v_counter.counter_id IS NOT NULL AND v_parsed.sequence_value > v_counter.current_value THEN
@@ -187,7 +186,7 @@ BEGIN
         RAISE EXCEPTION 'cannot void % in state %', p_number, v_row.state
             USING ERRCODE = 'NB009',
                   DETAIL = 'Only confirmed, overridden or imported numbers can be voided.',
-                  HINT = CASE WHEN v_row.state = 'reserved' THEN 'Cancel a reservation with docnum.cancel_number().'
+                  HINT = CASE WHEN v_row.state = 'reserved' THEN 'Cancel the reservation instead.'
                               ELSE 'This number is already out of use.' END;
     END IF;
     UPDATE docnum.ledger l SET state = 'voided', voided_at = now(), void_reason = p_reason
@@ -234,7 +233,7 @@ BEGIN
         RAISE EXCEPTION 'number % has no counter to replace it from', void_and_replace.document_number
             USING ERRCODE = 'NB006', COLUMN = 'document_number',
                   DETAIL = 'It was recorded with skip_validation and does not match its format.',
-                  HINT = 'Void it with docnum.void_number() and issue a new number with docnum.next_number().';
+                  HINT = 'Void it, then issue a new number.';
     END IF;
     SELECT t.* INTO STRICT v_type FROM docnum.document_type t WHERE t.code = v_old.document_type;
     -- The original's own text gives back its scope and a date inside its period.
@@ -282,7 +281,7 @@ BEGIN
         RAISE EXCEPTION 'invalid counter value %', coalesce(set_counter.value::text, 'NULL')
             USING ERRCODE = 'NB006', COLUMN = 'value',
                   DETAIL = pg_catalog.format('A counter value lies between 0 and max_value %s.', v_type.max_value),
-                  HINT = 'The next number issued is value + 1 (or the first value after it with no ledger row).';
+                  HINT = 'The next number issued is the value plus one, or the first value after it never issued.';
     END IF;
     v_period := coalesce(set_counter.period,
                          docnum._period(v_type.reset, (now() AT TIME ZONE v_type.time_zone)::date));
@@ -292,7 +291,7 @@ BEGIN
         RAISE EXCEPTION 'invalid period % for a % reset', quote_literal(left(v_period, 20)), v_type.reset
             USING ERRCODE = 'NB006', COLUMN = 'period',
                   DETAIL = 'Periods are '''' (NEVER), ''2025'' (YEARLY) or ''2025-10'' (MONTHLY), years 1000 to 9999.',
-                  HINT = 'Omit period for the current one.';
+                  HINT = 'Leave the period out for the current one.';
     END IF;
     v_counter := docnum._lock_counter(v_type, v_scope, v_period);
     IF set_counter.value > v_counter.current_value + 1 THEN
@@ -396,7 +395,7 @@ BEGIN
                   COLUMN = CASE WHEN register_document_table.table_name IS NULL THEN 'table_name'
                                 ELSE 'number_column' END,
                   DETAIL = 'table_name or number_column was NULL.',
-                  HINT = 'Name both: docnum.register_document_table(''schema.table'', ''document_number'').';
+                  HINT = 'Name both the table, as schema.table, and the column that holds its numbers.';
     END IF;
     -- Only the catalog is read here: nothing of the table itself runs.
     v_problem := docnum._document_table_problem(register_document_table.table_name,

@@ -68,7 +68,8 @@ BEGIN
     IF import_numbers.rows IS NULL OR jsonb_typeof(import_numbers.rows) <> 'array' THEN
         RAISE EXCEPTION 'rows must be a JSON array'
             USING ERRCODE = 'NB006', COLUMN = 'rows', DETAIL = 'import_numbers takes an array of objects.',
-                  HINT = '[{"document_type": "COR", "document_number": "COR-2019-00042"}, ...]';
+                  HINT = 'Give an array of objects, e.g. [{"document_type": "COR", '
+                         '"document_number": "COR-2019-00042"}].';
     END IF;
     -- One call is one transaction holding every counter it touches, and writes rows nobody can delete: a batch
     -- has at most 10,000 of them (docnum import sends 5,000 at a time).

@@ -44,9 +44,10 @@ class DocnumError(Exception):
     """An error reported by the docnum SQL functions.
 
     ``code`` (also ``sqlstate``) is the contract (``NB004``...); ``message``, ``detail`` and ``hint`` are
-    the texts the database sent, for people.  The psycopg exception it came from is kept as ``__cause__``.
-    Subclasses declare their code with ``class X(DocnumError, code="NB0xx")``, which registers them in
-    ERRORS.
+    the texts the database sent, for people (the hint in neutral words, no one interface's syntax);
+    ``column`` is the SQL name of the argument at fault (the error's COLUMN field), or None.  The psycopg
+    exception it came from is kept as ``__cause__``.  Subclasses declare their code with
+    ``class X(DocnumError, code="NB0xx")``, which registers them in ERRORS.
     """
 
     default_code: ClassVar[str | None] = None
@@ -58,12 +59,14 @@ class DocnumError(Exception):
         code: str | None = None,
         detail: str | None = None,
         hint: str | None = None,
+        column: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code: str | None = code if code is not None else type(self).default_code
         self.message = message
         self.detail = detail
         self.hint = hint
+        self.column = column
 
     @property
     def sqlstate(self) -> str | None:
@@ -140,7 +143,9 @@ def translate(exc: psycopg.Error) -> Exception:
     cls = ERRORS.get(code, DocnumError)
     diag = exc.diag
     message = diag.message_primary or str(exc)
-    error = cls(message, code=code, detail=diag.message_detail, hint=diag.message_hint)
+    error = cls(
+        message, code=code, detail=diag.message_detail, hint=diag.message_hint, column=diag.column_name
+    )
     error.__cause__ = exc
     return error
 

@@ -246,11 +246,15 @@ def test_nb_codes_map_to_statuses(http: httpx.Client, sql: psycopg.Connection[An
     exhausted = problem(
         http.post("/document-numbering/next", json={"document_type": "TINY"}, headers=APP), 409, "NB002"
     )
-    assert exhausted["hint"] and "max_value" in exhausted["hint"]
+    assert exhausted["hint"] == "An administrator can raise the type's maximum value."
+    assert "parameter" not in exhausted
     no_scope = problem(
         http.post("/document-numbering/reserve", json={"document_type": "RFA"}, headers=APP), 422, "NB006"
     )
     assert no_scope["detail"]
+    # the argument at fault (the database's COLUMN), named as this API names it
+    assert no_scope["parameter"] == "scope_value"
+    assert no_scope["hint"] == "Give the project identifier as the scope value, e.g. PRJ-7."
     done = http.post("/document-numbering/next", json={"document_type": "NOMAN"}, headers=APP).json()["data"]
     problem(
         http.post(
@@ -306,6 +310,39 @@ def test_nb_codes_map_to_statuses(http: httpx.Client, sql: psycopg.Connection[An
         409,
         "NB009",
     )
+
+
+def test_a_problem_names_the_argument_at_fault_as_the_api_names_it(http: httpx.Client) -> None:
+    """The database names the argument in COLUMN with its SQL name; the problem's ``parameter`` is the body
+    field, path parameter, header or token claim that carries it on this route."""
+    cases = [
+        (
+            "/document-numbering/reserve",
+            {"document_type": "COR", "ttl_seconds": 8 * 86400},
+            APP,
+            "ttl_seconds",
+        ),
+        ("/document-numbering/next", {"document_type": "COR", "scope_value": "P-1"}, APP, "scope_value"),
+        ("/document-numbering/next", {"document_type": "nope"}, APP, "document_type"),
+        (
+            "/document-numbering/types",
+            {"code": "NEW", "format": "{TYPE}-{SEQ}", "scope": "TEAM"},
+            ADMIN,
+            "scope",
+        ),
+        ("/document-numbering/types", {"code": "new", "format": "{TYPE}-{SEQ}"}, ADMIN, "code"),
+        ("/document-numbering/types", {"code": "NEW", "format": "{TYPE}"}, ADMIN, "format"),
+    ]
+    for path, body, headers, parameter in cases:
+        answer = http.post(path, json=body, headers=headers).json()
+        assert answer.get("parameter") == parameter, (path, body, answer)
+        assert "=>" not in answer.get("hint", "") and "docnum." not in answer.get("hint", ""), answer
+    too_long = http.post(
+        "/document-numbering/next",
+        json={"document_type": "COR"},
+        headers=bearer("docnum_app", "x" * 300),
+    ).json()
+    assert (too_long["code"], too_long["parameter"]) == ("NB006", "sub")  # the actor is the token's subject
 
 
 def test_lock_timeout_is_503_with_retry_after(http: httpx.Client, http_database: HttpDatabase) -> None:

@@ -4,8 +4,9 @@ import these helpers; they hold no command themselves.
 
 Conventions (also in ``docnum --help`` and docs/usage.md):
 
-- An error is one line on stderr, ``error <code>: <message>``, then the DETAIL and HINT indented; the hint
-  in the CLI's words (``docnum void ...``, ``--scope``; see :mod:`docnum.cli.hints`).  Never a traceback.
+- An error is one line on stderr, ``error <code>: <message>``, then the DETAIL and HINT indented as the
+  database wrote them, then the option or argument at fault in the CLI's words (``option: --scope``, from
+  the error's COLUMN; see :mod:`docnum.cli.hints`).  Never a traceback.
 - ``--json`` prints the command's result as JSON on stdout, nothing else there.
 - ``--quiet`` (global) drops messages (summaries, "nothing found" lines, progress, notes); results (numbers,
   tables, JSON, findings), warnings and errors are still printed, as psql's ``-q`` does.
@@ -28,7 +29,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from docnum.cli.hints import parameter_label, to_cli
+from docnum.cli.hints import parameter_label
 from docnum.cli.render import json_text
 from docnum.client import Numbering
 from docnum.errors import ConfigNotFound, DocnumError
@@ -198,7 +199,7 @@ def connection(ctx: typer.Context, *, autocommit: bool = False) -> Iterator[psyc
 
     The database's warnings are shown on stderr; a connection failure names the setting to fix.
     """
-    with reported():
+    with reported(ctx):
         chosen = target(ctx)
         dsn = chosen.dsn()
         try:
@@ -231,7 +232,8 @@ def require_type(client: Numbering, code: str | None) -> None:
     raise ConfigNotFound(
         f"document type '{shown}' is not defined",
         detail="No row in docnum.document_type has this code.",
-        hint="Define it with docnum.define_type(); codes are upper-case, e.g. 'COR'.",
+        hint="Define the type first; codes are upper-case, e.g. COR.",
+        column="document_type",
     )
 
 
@@ -239,9 +241,8 @@ def _show_warning(notice: psycopg.errors.Diagnostic) -> None:
     """Show the database's warnings (e.g. a counter nearing its max_value) on stderr, even with --quiet."""
     if notice.severity_nonlocalized == "WARNING":
         typer.echo(f"warning: {notice.message_primary}", err=True)
-        hint = to_cli(notice.message_hint)
-        if hint:
-            typer.echo(f"  hint: {hint}", err=True)
+        if notice.message_hint:
+            typer.echo(f"  hint: {notice.message_hint}", err=True)
 
 
 # -- errors -----------------------------------------------------------------------------------------------
@@ -253,20 +254,17 @@ def _is_broken_pipe(exc: BaseException) -> bool:
 
 def _column_of(exc: BaseException) -> str | None:
     """The COLUMN field of an error (the SQL argument at fault), from it or the psycopg error under it."""
-    column = getattr(exc, "column", None)
-    if isinstance(column, str) and column:
-        return column
-    cause = exc.__cause__
-    if isinstance(cause, psycopg.Error):
-        return cause.diag.column_name
+    if isinstance(exc, DocnumError):
+        return exc.column
     if isinstance(exc, psycopg.Error):
         return exc.diag.column_name
     return None
 
 
 @contextmanager
-def reported() -> Iterator[None]:
+def reported(ctx: typer.Context | None = None) -> Iterator[None]:
     """Turn any failure into ``error <code>: <message>`` on stderr and exit status 1, never a traceback.
+    With the command's ``ctx``, the argument at fault is named as that command names it.
 
     Ctrl-C and a closed output pipe pass through (the app turns them into 130 and 141).
     """
@@ -275,14 +273,14 @@ def reported() -> Iterator[None]:
     except (typer.Exit, typer.Abort, typer.BadParameter):
         raise
     except DocnumError as exc:
-        fail(exc.code or "NB", exc.message, exc.detail, to_cli(exc.hint), parameter=_column_of(exc))
+        fail(exc.code or "NB", exc.message, exc.detail, exc.hint, parameter=_column_of(exc), ctx=ctx)
     except CommandError as exc:
         fail(exc.code, exc.message, exc.detail, exc.hint)
     except psycopg.Error as exc:
         first, *rest = (exc.diag.message_primary or str(exc) or type(exc).__name__).splitlines()
         detail = exc.diag.message_detail or "\n".join(line.strip() for line in rest) or None
         code = exc.sqlstate or ("connection" if isinstance(exc, psycopg.OperationalError) else "database")
-        fail(code, first, detail, to_cli(exc.diag.message_hint), parameter=_column_of(exc))
+        fail(code, first, detail, exc.diag.message_hint, parameter=_column_of(exc), ctx=ctx)
     except OSError as exc:
         if _is_broken_pipe(exc):
             raise
@@ -297,11 +295,17 @@ def _file_message(exc: OSError) -> str:
 
 
 def fail(
-    code: str, message: str, detail: str | None, hint: str | None, *, parameter: str | None = None
+    code: str,
+    message: str,
+    detail: str | None,
+    hint: str | None,
+    *,
+    parameter: str | None = None,
+    ctx: typer.Context | None = None,
 ) -> NoReturn:
     """Print the error line (and its detail, hint and the option at fault) on stderr; exit with status 1."""
     typer.echo(f"error {code}: {message}", err=True)
-    label = parameter_label(parameter)
+    label = parameter_label(parameter, ctx.command if ctx is not None else None)
     kind = "option" if label is None or label.startswith("-") else "argument"
     for name, text in (("detail", detail), ("hint", hint), (kind, label)):
         if text:

@@ -3,9 +3,10 @@
 The database decides what went wrong (an ``NBxxx`` SQLSTATE, turned into a :class:`docnum.errors.DocnumError`
 by the client's single mapping); this module only picks the HTTP status for each code and lays the problem
 out: ``type``, ``title``, ``status``, ``detail`` (the database's message and DETAIL), ``instance`` (the
-path), and the extension members ``code`` (``NB001``...), ``hint`` and ``success: false`` (the seed's
-envelope).  No stack trace and no internal text ever reaches a client: anything unexpected is logged here and
-answered with a bare 500.
+path), and the extension members ``code`` (``NB001``...), ``hint`` (the database's, in neutral words),
+``parameter`` (the request field, path or query parameter, header or token claim at fault: the error's
+COLUMN, named as this API names it) and ``success: false`` (the seed's envelope).  No stack trace and no
+internal text ever reaches a client: anything unexpected is logged here and answered with a bare 500.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from docnum.errors import DocnumError
 
 __all__ = [
     "NB_STATUS",
+    "PARAMETERS",
     "PROBLEM_JSON",
     "Problem",
     "ResponseAbandoned",
     "install_error_handlers",
+    "parameter_name",
     "problem_response",
 ]
 
@@ -54,6 +57,51 @@ NB_STATUS: dict[str, _Mapping] = {
 }
 #: An NB code this version does not know yet (a newer schema): a client error of unknown kind.
 _UNKNOWN_NB = _Mapping(400, "Numbering error")
+
+#: SQL argument (an error's COLUMN) -> what carries it in a request: a body field, a path or query parameter,
+#: the Idempotency-Key header, or the token's sub claim (the actor); None for an argument no route passes.
+PARAMETERS: dict[str, str | None] = {
+    "document_type": "document_type",
+    "scope": "scope_value",
+    "actor": "sub",
+    "document_ref": "document_ref",
+    "document_date": "document_date",
+    "ttl": "ttl_seconds",
+    "metadata": "metadata",
+    "request_id": "Idempotency-Key",
+    "count": "count",
+    "token": "token",
+    "reason": "reason",
+    "code": "code",
+    "format": "format",
+    "reset": "reset",
+    "time_zone": "time_zone",
+    "max_value": "max_value",
+    "reservation_ttl": "reservation_ttl_seconds",
+    "lock_timeout": "lock_timeout_ms",
+    "allow_manual_override": "allow_manual_override",
+    "period": "period",
+    "value": "value",
+    "document_number": "document_number",
+    "skip_validation": "skip_validation",
+    "rows": "rows",
+    "max_scopes": None,
+    "table_name": None,
+    "number_column": None,
+}
+#: The routes of document types (their path templates end so), where the SQL argument ``scope`` is the
+#: type's scope kind (field ``scope``), not a scope value.
+_TYPE_ROUTES = ("/types", "/types/{code}")
+
+
+def parameter_name(column: str | None, route: str) -> str | None:
+    """The request's name for the argument an error names in COLUMN, on the route with path template
+    ``route``; an argument no route passes keeps its SQL name."""
+    if not column:
+        return None
+    if column == "scope" and route.endswith(_TYPE_ROUTES):
+        return "scope"
+    return PARAMETERS.get(column) or column
 
 
 class ResponseAbandoned(Exception):
@@ -121,8 +169,17 @@ def docnum_problem(request: Request | None, exc: DocnumError) -> JSONResponse:
     mapping = NB_STATUS.get(code, _UNKNOWN_NB)
     detail = exc.message if not exc.detail else f"{exc.message}. {exc.detail}"
     headers = {"Retry-After": str(mapping.retry_after)} if mapping.retry_after is not None else None
+    route = getattr(request.scope.get("route"), "path", "") if request is not None else ""
+    parameter = parameter_name(exc.column, route)
     return problem_response(
-        request, mapping.status, mapping.title, detail, code=code or None, hint=exc.hint, headers=headers
+        request,
+        mapping.status,
+        mapping.title,
+        detail,
+        code=code or None,
+        hint=exc.hint,
+        headers=headers,
+        extra={"parameter": parameter} if parameter else None,
     )
 
 

@@ -8,7 +8,7 @@ Builds two scratch databases on the server named by DOCNUM_DSN (or a throwaway e
 are cancelled and some expired, a few overrides and voids) and a small one (one counter, ten numbers) as the
 baseline. It serves both with the exporter's own code (DocnumCollector behind prometheus-client's HTTP
 server) and scrapes them alternately over HTTP, then prints p50 / p95 / max scrape time of each side by side
-with issue 10's target (under 100 ms), the number of series and bytes per scrape, the time of docnum.metrics()
+with its target (under 100 ms), the number of series and bytes per scrape, the time of docnum.metrics()
 alone, and what the background validation (gaps and validate, not run per scrape) takes at this size.
 """
 

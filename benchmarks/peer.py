@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""docnum beside the seed's design: one Python load generator, one hot counter, 50 clients.
+"""docnum beside the Redis-lock design: one Python load generator, one hot counter, 50 clients.
 
     .venv/bin/python benchmarks/peer.py                # 3 alternating runs x 10 s per side, 50 clients
     .venv/bin/python benchmarks/peer.py --quick        # smoke: 1 run x 2 s per side
@@ -10,19 +10,21 @@ prepared), all allocating on one counter for the same number of seconds:
 
     docnum  SELECT docnum.next_number(document_type => 'BENCH', scope => 'P1') in autocommit: one statement,
             one transaction
-    seed    the seed's SequenceService.getSequenceWithRedlock (the backend implementation guide, section 3.1):
+    redlock the Redis-lock design's SequenceService.getSequenceWithRedlock (its backend implementation
+            guide, section 3.1):
             `redlock.acquire([lockKey], 5000, {retryCount: 3, retryDelay: 200, retryJitter: 100})` on the key
             numbering:<type>:<scope> (SET NX PX 5000 with a random token: 4 attempts, 100-300 ms apart, as
             node-redlock counts them; released by token with a compare-and-delete script), then in one
             PostgreSQL transaction SELECT ... FOR UPDATE on the sequence row, UPDATE it and INSERT an audit
-            row, on the seed's own tables and indexes (schema `seed`, created by this script). A request that
-            cannot get the lock within its retries fails, as the seed's does; its lock-free fallback (taken
-            only when Redis is down) and its cancelled-number lookup are left out, which only helps the seed.
+            row, on that design's own tables and indexes (schema `redlock`, created by this script). A request
+            that cannot get the lock within its retries fails, as that design's does; its lock-free fallback
+            (taken only when Redis is down) and its cancelled-number lookup are left out, which only helps it.
 
 For each side: numbers per second (successful allocations over the run's seconds), p50/p99 latency of the
 successful requests (lock waits and retries included), failures, and starved clients (fewer than 20 % of an
-equal share, or none at all). Each run also checks its numbers: docnum's are gapless and unique, the seed's
-unique. Numbers/s, p50 and p99 are medians over runs; failures are summed; starved clients: the worst run.
+equal share, or none at all). Each run also checks its numbers: docnum's are gapless and unique, the
+Redis-lock design's unique. Numbers/s, p50 and p99 are medians over runs; failures are summed; starved
+clients: the worst run.
 
 Redis is Debian's redis-server, started here on a free loopback port without persistence and stopped by its
 pid at the end (installed with apt-get when missing, as root); the client is redis-py (`pip install
@@ -64,23 +66,23 @@ from run import TYPE_CODE, checkpoint, percentile, prepare, scratch_database, se
 if TYPE_CHECKING:
     import redis
 
-# The seed's lock (backend implementation guide, 3.1 Sequence Service and 15.2 environment variables).
+# The Redis-lock design's lock (its guide, 3.1 Sequence Service and 15.2 environment variables).
 LOCK_TTL_MS = 5000  # redlock.acquire([lockKey], 5000, ...), NUMBERING_LOCK_TIMEOUT=5000
 RETRY_COUNT = 3  # retryCount: 3, NUMBERING_RETRY_ATTEMPTS=3 (node-redlock: 1 attempt + 3 retries)
 RETRY_DELAY_MS = 200  # retryDelay: 200, NUMBERING_RETRY_DELAY=200
 RETRY_JITTER_MS = 100  # retryJitter: 100 (each delay uniform in retryDelay +- retryJitter)
 
-SCOPE = "P1"  # the hot counter: run.py's setup creates it for docnum, seed_setup for the seed
+SCOPE = "P1"  # the hot counter: run.py's setup creates it for docnum, redlock_setup for the Redis-lock design
 CLIENTS = 50
 STARVED_SHARE = 0.2  # a client served less than this fraction of an equal share is starved
 
 DOCNUM_SQL = "SELECT docnum.next_number(document_type => %s, scope => %s)"
 
-# The seed's entities (section 2) in PostgreSQL: configs, sequences (unique config_id + scope_value) and the
-# audit log with the four indexes its entity declares.
-SEED_SETUP_SQL = """
-CREATE SCHEMA seed;
-CREATE TABLE seed.document_numbering_configs (
+# That design's entities (section 2) in PostgreSQL: configs, sequences (unique config_id + scope_value) and
+# the audit log with the four indexes its entity declares.
+REDLOCK_SETUP_SQL = """
+CREATE SCHEMA redlock;
+CREATE TABLE redlock.document_numbering_configs (
     id serial PRIMARY KEY,
     document_type varchar(50) NOT NULL UNIQUE,
     format varchar(200) NOT NULL,
@@ -92,16 +94,16 @@ CREATE TABLE seed.document_numbering_configs (
     created_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
     updated_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
-CREATE TABLE seed.document_numbering_sequences (
+CREATE TABLE redlock.document_numbering_sequences (
     id serial PRIMARY KEY,
-    config_id integer NOT NULL REFERENCES seed.document_numbering_configs (id),
+    config_id integer NOT NULL REFERENCES redlock.document_numbering_configs (id),
     scope_value varchar(50),
     current_value bigint NOT NULL DEFAULT 0,
     last_used_at timestamp,
     created_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
     UNIQUE (config_id, scope_value)
 );
-CREATE TABLE seed.document_numbering_audit_logs (
+CREATE TABLE redlock.document_numbering_audit_logs (
     id bigserial PRIMARY KEY,
     operation varchar(50) NOT NULL,
     document_type varchar(50),
@@ -114,25 +116,25 @@ CREATE TABLE seed.document_numbering_audit_logs (
     "timestamp" timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
     metadata jsonb
 );
-CREATE INDEX ON seed.document_numbering_audit_logs (operation);
-CREATE INDEX ON seed.document_numbering_audit_logs (document_number);
-CREATE INDEX ON seed.document_numbering_audit_logs (user_id);
-CREATE INDEX ON seed.document_numbering_audit_logs ("timestamp");
-INSERT INTO seed.document_numbering_configs (document_type, format, scope, max_value)
+CREATE INDEX ON redlock.document_numbering_audit_logs (operation);
+CREATE INDEX ON redlock.document_numbering_audit_logs (document_number);
+CREATE INDEX ON redlock.document_numbering_audit_logs (user_id);
+CREATE INDEX ON redlock.document_numbering_audit_logs ("timestamp");
+INSERT INTO redlock.document_numbering_configs (document_type, format, scope, max_value)
     VALUES ('BENCH', '{PROJECT}/{TYPE}/{YYYY}/{SEQ:6}', 'PROJECT', 999999999999);
-INSERT INTO seed.document_numbering_sequences (config_id, scope_value)
-    SELECT id, 'P1' FROM seed.document_numbering_configs WHERE document_type = 'BENCH';
+INSERT INTO redlock.document_numbering_sequences (config_id, scope_value)
+    SELECT id, 'P1' FROM redlock.document_numbering_configs WHERE document_type = 'BENCH';
 """
-SEED_SELECT = (
-    "SELECT id, current_value FROM seed.document_numbering_sequences"
+REDLOCK_SELECT = (
+    "SELECT id, current_value FROM redlock.document_numbering_sequences"
     " WHERE config_id = %s AND scope_value = %s FOR UPDATE"
 )
-SEED_UPDATE = (
-    "UPDATE seed.document_numbering_sequences SET current_value = %s, last_used_at = CURRENT_TIMESTAMP"
+REDLOCK_UPDATE = (
+    "UPDATE redlock.document_numbering_sequences SET current_value = %s, last_used_at = CURRENT_TIMESTAMP"
     " WHERE id = %s"
 )
-SEED_AUDIT = (
-    "INSERT INTO seed.document_numbering_audit_logs (operation, document_type, document_number, user_id,"
+REDLOCK_AUDIT = (
+    "INSERT INTO redlock.document_numbering_audit_logs (operation, document_type, document_number, user_id,"
     " metadata) VALUES ('RESERVE', %s, %s, %s, %s)"
 )
 # node-redlock's release: delete the key only while it still holds this request's token.
@@ -146,7 +148,7 @@ end
 
 
 class LockNotAcquired(Exception):
-    """The seed's request failed: the Redis lock stayed taken through every retry."""
+    """The Redis-lock design's request failed: the Redis lock stayed taken through every retry."""
 
 
 # --------------------------------------------------------------------------------------------------- results
@@ -272,8 +274,8 @@ def docnum_allocate(conn: psycopg.Connection[Any], _state: Any) -> int:
 
 
 @dataclass
-class SeedClient:
-    """One seed client's Redis connection and its config (the seed caches configs)."""
+class RedlockClient:
+    """One Redis-lock client's Redis connection and its config (that design caches configs)."""
 
     redis: redis.Redis
     release: Any  # the registered release script
@@ -281,7 +283,7 @@ class SeedClient:
     rng: random.Random
 
 
-def seed_lock(client: SeedClient, key: str) -> str:
+def redlock_lock(client: RedlockClient, key: str) -> str:
     """redlock.acquire([key], LOCK_TTL_MS, {retryCount, retryDelay, retryJitter}) on one Redis: the token."""
     token = secrets.token_hex(16)
     for attempt in range(RETRY_COUNT + 1):
@@ -293,30 +295,30 @@ def seed_lock(client: SeedClient, key: str) -> str:
     raise LockNotAcquired(f"Exceeded {RETRY_COUNT} retries to lock {key}")
 
 
-def seed_allocate(conn: psycopg.Connection[Any], client: SeedClient) -> int:
-    """The seed's getSequenceWithRedlock: Redis lock, then FOR UPDATE, UPDATE and the audit INSERT in one
+def redlock_allocate(conn: psycopg.Connection[Any], client: RedlockClient) -> int:
+    """That design's getSequenceWithRedlock: Redis lock, then FOR UPDATE, UPDATE and the audit INSERT in one
     transaction, then the lock's release."""
     key = f"numbering:{TYPE_CODE}:{SCOPE}"
-    token = seed_lock(client, key)
+    token = redlock_lock(client, key)
     try:
         with conn.transaction():
-            row = conn.execute(SEED_SELECT, (client.config_id, SCOPE), prepare=True).fetchone()
-            assert row is not None, "seed_setup creates the sequence row"
+            row = conn.execute(REDLOCK_SELECT, (client.config_id, SCOPE), prepare=True).fetchone()
+            assert row is not None, "redlock_setup creates the sequence row"
             sequence_id, current = row
             value = int(current) + 1
-            conn.execute(SEED_UPDATE, (value, sequence_id), prepare=True)
+            conn.execute(REDLOCK_UPDATE, (value, sequence_id), prepare=True)
             number = f"{SCOPE}/{TYPE_CODE}/{datetime.now():%Y}/{value:06d}"
             metadata = Jsonb({"token": token, "scope_value": SCOPE})
-            conn.execute(SEED_AUDIT, (TYPE_CODE, number, 1, metadata), prepare=True)
+            conn.execute(REDLOCK_AUDIT, (TYPE_CODE, number, 1, metadata), prepare=True)
         return value
     finally:
         client.release(keys=[key], args=[token])
 
 
-def seed_setup(conn: psycopg.Connection[Any]) -> None:
-    """Create the seed's tables and its hot sequence row (schema `seed`) in this database."""
+def redlock_setup(conn: psycopg.Connection[Any]) -> None:
+    """Create the Redis-lock design's tables and its hot sequence row (schema `redlock`) in this database."""
     with conn.transaction():
-        conn.execute(SEED_SETUP_SQL)
+        conn.execute(REDLOCK_SETUP_SQL)
 
 
 def drive(
@@ -404,27 +406,27 @@ def run_docnum(dsn: str, clients: int, seconds: float) -> SideRun:
     return drive("docnum", dsn, clients, seconds, docnum_allocate)
 
 
-def run_seed(dsn: str, redis_port: int, clients: int, seconds: float) -> SideRun:
-    """The seed's side: its Redis lock on `redis_port`, then its transaction (seed_setup must have run)."""
+def run_redlock(dsn: str, redis_port: int, clients: int, seconds: float) -> SideRun:
+    """The Redis-lock side: its Redis lock on `redis_port`, then its transaction (after redlock_setup)."""
     import redis
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT id FROM seed.document_numbering_configs WHERE document_type = %s", (TYPE_CODE,)
+            "SELECT id FROM redlock.document_numbering_configs WHERE document_type = %s", (TYPE_CODE,)
         ).fetchone()
-        assert row is not None, "seed_setup creates the BENCH config"
+        assert row is not None, "redlock_setup creates the BENCH config"
         config_id = int(row[0])
     made: list[redis.Redis] = []
     lock = threading.Lock()
 
-    def state(i: int) -> SeedClient:
+    def state(i: int) -> RedlockClient:
         r = redis.Redis(host="127.0.0.1", port=redis_port)
         with lock:
             made.append(r)
-        return SeedClient(r, r.register_script(RELEASE_LUA), config_id, random.Random(i))
+        return RedlockClient(r, r.register_script(RELEASE_LUA), config_id, random.Random(i))
 
     try:
-        return drive("seed", dsn, clients, seconds, seed_allocate, state)
+        return drive("redlock", dsn, clients, seconds, redlock_allocate, state)
     finally:
         for r in made:
             r.close()
@@ -472,7 +474,7 @@ def check_run(result: SideRun, gapless: bool) -> str:
     return f"{len(result.values):,} numbers, unique" + (", gapless" if gapless else "")
 
 
-def report_rows(docnum: Side, seed: Side, clients: int) -> list[list[str]]:
+def report_rows(docnum: Side, redlock: Side, clients: int) -> list[list[str]]:
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}x" if b else "-"
 
@@ -481,25 +483,25 @@ def report_rows(docnum: Side, seed: Side, clients: int) -> list[list[str]]:
         return f"{side.failures:,} ({share:.1f} %)"
 
     return [
-        ["", docnum.label, seed.label, "docnum / Redis lock"],
+        ["", docnum.label, redlock.label, "docnum / Redis lock"],
         [
             "numbers/s",
             f"{docnum.numbers_per_s:,.0f}",
-            f"{seed.numbers_per_s:,.0f}",
-            ratio(docnum.numbers_per_s, seed.numbers_per_s),
+            f"{redlock.numbers_per_s:,.0f}",
+            ratio(docnum.numbers_per_s, redlock.numbers_per_s),
         ],
-        ["p50 ms", f"{docnum.p50_ms:.1f}", f"{seed.p50_ms:.1f}", ratio(docnum.p50_ms, seed.p50_ms)],
-        ["p99 ms", f"{docnum.p99_ms:.1f}", f"{seed.p99_ms:.1f}", ratio(docnum.p99_ms, seed.p99_ms)],
-        ["failures", failed(docnum), failed(seed), ""],
-        ["starved clients", f"{docnum.starved} of {clients}", f"{seed.starved} of {clients}", ""],
+        ["p50 ms", f"{docnum.p50_ms:.1f}", f"{redlock.p50_ms:.1f}", ratio(docnum.p50_ms, redlock.p50_ms)],
+        ["p99 ms", f"{docnum.p99_ms:.1f}", f"{redlock.p99_ms:.1f}", ratio(docnum.p99_ms, redlock.p99_ms)],
+        ["failures", failed(docnum), failed(redlock), ""],
+        ["starved clients", f"{docnum.starved} of {clients}", f"{redlock.starved} of {clients}", ""],
     ]
 
 
-def verdict(docnum: Side, seed: Side) -> str:
+def verdict(docnum: Side, redlock: Side) -> str:
     """The target beside the Redis-lock design: more numbers per second, lower p99, zero failures."""
     checks = {
-        "more numbers/s": docnum.numbers_per_s > seed.numbers_per_s,
-        "lower p99": docnum.p99_ms < seed.p99_ms,
+        "more numbers/s": docnum.numbers_per_s > redlock.numbers_per_s,
+        "lower p99": docnum.p99_ms < redlock.p99_ms,
         "zero failures": docnum.failures == 0,
         "no starved client": docnum.starved == 0,
     }
@@ -569,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     docnum_side = Side("docnum next_number")
-    seed_side = Side("Redis lock + FOR UPDATE")
+    redlock_side = Side("Redis lock + FOR UPDATE")
     checks: dict[str, str] = {}
     started = time.monotonic()
     with ExitStack() as stack:
@@ -577,11 +579,11 @@ def main(argv: list[str] | None = None) -> int:
         dsn = stack.enter_context(scratch_database(server))
         settings = prepare(dsn, None)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            seed_setup(conn)
+            redlock_setup(conn)
             conn.execute("VACUUM ANALYZE")
         port = stack.enter_context(redis_server(binary))
         for run in range(1, args.runs + 1):
-            order = ("docnum", "seed") if run % 2 else ("seed", "docnum")
+            order = ("docnum", "redlock") if run % 2 else ("redlock", "docnum")
             for side in order:
                 checkpoint(dsn)
                 if side == "docnum":
@@ -589,9 +591,9 @@ def main(argv: list[str] | None = None) -> int:
                     checks["docnum"] = check_run(result, gapless=True)
                     docnum_side.runs.append(result)
                 else:
-                    result = run_seed(dsn, port, args.clients, args.seconds)
-                    checks["seed"] = check_run(result, gapless=False)
-                    seed_side.runs.append(result)
+                    result = run_redlock(dsn, port, args.clients, args.seconds)
+                    checks["redlock"] = check_run(result, gapless=False)
+                    redlock_side.runs.append(result)
                 print(
                     f"run {run} {side}: {result.numbers_per_s:,.0f} numbers/s, p50 {result.p50_ms:.1f} ms, "
                     f"p99 {result.p99_ms:.1f} ms, {result.failures} failures, {result.starved} starved",
@@ -612,10 +614,10 @@ def main(argv: list[str] | None = None) -> int:
         "numbers/s, p50, p99: medians over runs (latency of successful requests); failures: all runs; "
         f"starved: clients under {STARVED_SHARE:.0%} of an equal share or at zero, worst run",
     ]
-    rows = report_rows(docnum_side, seed_side, args.clients)
+    rows = report_rows(docnum_side, redlock_side, args.clients)
     lines = [
-        f"checks, last run: docnum {checks['docnum']}; Redis-lock side {checks['seed']}",
-        verdict(docnum_side, seed_side),
+        f"checks, last run: docnum {checks['docnum']}; Redis-lock side {checks['redlock']}",
+        verdict(docnum_side, redlock_side),
     ]
     print()
     print(render(rows))

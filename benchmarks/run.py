@@ -31,12 +31,13 @@ each counter workload on one hot key and on 1000 keys (1000 scope values, one co
 Every cell is the median of --runs runs; runs alternate between workloads and client counts (so drift and
 autovacuum hit every cell alike), and each run starts right after a CHECKPOINT. Latency percentiles come from
 pgbench's per-transaction log. For docnum rows, "vs bare" is TPS divided by the bare upsert's TPS on the same
-key set and client count. The targets (TARGETS, issue 9) are printed under the table, each with its verdict;
-the hot 64-client cell is judged on its ratio, its p99 over its p50 and its least-served client. pgbench runs
-with --protocol prepared unless told otherwise (the issue's measurements used -M prepared).
+key set and client count. The targets (TARGETS, docs/benchmarks.md) are printed under the table, each with
+its verdict; the hot 64-client cell is judged on its ratio, its p99 over its p50 and its least-served client.
+pgbench runs with --protocol prepared unless told otherwise (the targets were set with -M prepared).
 
-benchmarks/peer.py runs the seed's design (a Redis lock, then SELECT FOR UPDATE, UPDATE and an audit INSERT)
-beside next_number from one Python load generator; it reuses this module's server and scratch database.
+benchmarks/peer.py runs the Redis-lock design docnum replaces (a Redis lock, then SELECT FOR UPDATE, UPDATE
+and an audit INSERT) beside next_number from one Python load generator; it reuses this module's server and
+scratch database.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ UNCONSTRAINED_WORKLOADS = (
 )
 
 #: --before REVISION: the same allocations on a database at an earlier revision, to measure what a revision
-#: costs (issue 10: revision 0007's metrics must cost under 5 % on the hot counter and on 1000 counters).
+#: costs (revision 0007's metrics must cost under 5 % on the hot counter and on 1000 counters).
 BEFORE_WORKLOADS = tuple(
     Workload(f"{name}_before", f"{name}, before", keys, script=name, database="before")
     for name in ("next_number", "reserve_number")
@@ -572,7 +573,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--protocol",
         choices=["simple", "extended", "prepared"],
         default="prepared",
-        help="pgbench query protocol (default: prepared, as issue 9's measurements)",
+        help="pgbench query protocol (default: prepared, as the targets were measured)",
     )
     parser.add_argument(
         "--before",

@@ -208,7 +208,7 @@ BEGIN ATOMIC
     RETURNING audit_log.audit_id;
 END;
 
--- The upper bounds, in seconds, of the lock-wait buckets (the seed's numbering_lock_wait_seconds buckets). A wait
+-- The upper bounds, in seconds, of the lock-wait buckets (numbering_lock_wait_seconds's buckets). A wait
 -- counts in the first bucket whose bound it does not exceed; one past the last holds the waits over 5 s.
 CREATE FUNCTION docnum._lock_wait_bounds() RETURNS double precision[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

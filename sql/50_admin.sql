@@ -259,7 +259,7 @@ BEGIN
 END
 $$;
 
--- Sets a counter to a value (the seed's numbering:set). Moving forward records the jumped-over values as
+-- Sets a counter to a value (numbering:set of the NestJS service). Moving forward records the jumped-over values as
 -- skipped; moving backward is allowed and audited, and allocation still skips every value the ledger holds.
 CREATE FUNCTION docnum.set_counter(
     document_type text, scope text DEFAULT NULL, period text DEFAULT NULL, value bigint DEFAULT NULL,

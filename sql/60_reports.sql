@@ -27,7 +27,7 @@ SELECT l.audit_id, l.issued_at,
  WHERE l.audit_id IS NOT NULL;
 COMMENT ON VIEW docnum.audit_trail IS 'docnum.audit_log and the allocations recorded by their ledger rows';
 
--- Per counter: where it stands, how full it is and what became of its numbers (the seed's numbering:status).
+-- Per counter: where it stands, how full it is and what became of its numbers (numbering:status).
 CREATE VIEW docnum.sequence_status AS
 SELECT c.document_type,
        c.scope_value,
@@ -155,7 +155,7 @@ END;
 
 -- Numbers used more than once: in the ledger (impossible while its unique constraint stands; this proves it
 -- after a restore or a bulk load that bypassed constraints) and in the registered application tables (the
--- same number twice in one table, or in two tables). The seed's numbering:check-duplicates.
+-- same number twice in one table, or in two tables). What numbering:check-duplicates did.
 -- SECURITY INVOKER: the caller reads the registered tables (and docnum.ledger) with their own rights, never
 -- docnum_owner's. A registered table that cannot be read safely (gone, its column gone or retyped, no
 -- longer a plain table, not readable by the caller) is a row with document_number NULL, found_in its name
@@ -296,7 +296,7 @@ BEGIN
 END
 $$;
 
--- One integrity report; no rows means healthy (the seed's numbering:validate). Each finding is a row.
+-- One integrity report; no rows means healthy (numbering:validate). Each finding is a row.
 -- SECURITY INVOKER: docnum's own tables are checked with the owner's rights by _integrity_findings(); the
 -- registered application tables are read by check_duplicates() with the caller's rights.
 CREATE FUNCTION docnum.validate()

@@ -1,7 +1,8 @@
 """The conventions of the ``docnum`` command line, each through a real subprocess against a real database.
 
 ``python -m docnum --dsn <this test's database> ...``: exit codes, --json, --quiet, NB001 for unknown types,
-the database's hints with the argument at fault in the CLI's words, errors that name the setting to fix, a closed pipe, Ctrl-C, history in a pipe.
+the database's hints with the argument at fault in the CLI's words, errors that name the setting to fix, a
+closed pipe, Ctrl-C, history in a pipe.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The HTTP API through a real ``docnum serve`` process: the seed's flow, every endpoint, every error mapping,
-authentication, the grants deciding, idempotency under concurrent retries, and 64 concurrent clients."""
+"""The HTTP API through a real ``docnum serve`` process: the NestJS service's flow, every endpoint, every
+error mapping, authentication, the grants deciding, idempotency under concurrent retries, and 64 concurrent
+clients."""
 
 from __future__ import annotations
 
@@ -81,10 +82,10 @@ def problem(response: httpx.Response, status: int, code: str | None = None) -> d
     return body
 
 
-# -- the seed's endpoints --------------------------------------------------------------------------------
+# -- the NestJS service's endpoints -----------------------------------------------------------------------
 
 
-def test_seed_two_phase_flow(http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
+def test_two_phase_flow_of_the_three_endpoints(http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
     reserved = http.post("/document-numbering/reserve", json={"document_type": "COR"}, headers=APP)
     assert reserved.status_code == 201, reserved.text
     body = reserved.json()
@@ -108,7 +109,7 @@ def test_seed_two_phase_flow(http: httpx.Client, sql: psycopg.Connection[Any]) -
     assert row == ("confirmed", "app-user")  # the token's sub is the actor
 
 
-def test_seed_cancel_then_confirm_is_gone(http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
+def test_cancel_then_confirm_is_gone(http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
     data = http.post(
         "/document-numbering/reserve",
         json={"document_type": "RFA", "scope_value": "P1", "metadata": {"subject": "pump"}},
@@ -123,7 +124,7 @@ def test_seed_cancel_then_confirm_is_gone(http: httpx.Client, sql: psycopg.Conne
     assert sql.execute(
         "SELECT state FROM docnum.ledger WHERE document_number = 'P1/RFA/0001'"
     ).fetchone() == ("cancelled",)
-    # an unknown token and one that is not a UUID alike: the seed's "not found or expired"
+    # an unknown token and one that is not a UUID alike: the NestJS service's "not found or expired"
     problem(
         http.post("/document-numbering/confirm", json={"token": str(uuid.uuid4())}, headers=APP), 410, "NB004"
     )

@@ -1,5 +1,5 @@
 """The benchmarks stay in step with the schema: every pgbench script runs once against a migrated database set
-up as benchmarks/run.py sets it up, and so does the --unconstrained what-if; run.py judges issue 9's targets
+up as benchmarks/run.py sets it up, and so does the --unconstrained what-if; run.py judges the targets
 from the cells it measured; benchmarks/peer.py's two sides run for a second at 2 clients and count right."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_peer_docnum_side_issues_gapless_numbers(bench: psycopg.Connection[Any],
     assert peer.check_run(result, gapless=True).endswith("unique, gapless")
 
 
-def test_peer_seed_side_issues_unique_numbers_and_counts_its_failures(
+def test_peer_redis_lock_side_issues_unique_numbers_and_counts_its_failures(
     db: psycopg.Connection[Any], dsn: str
 ) -> None:
     missing = [
@@ -157,15 +157,15 @@ def test_peer_seed_side_issues_unique_numbers_and_counts_its_failures(
         # .ci/run installs both: under CI a missing one fails.
         require_or_skip("not installed: " + ", ".join(missing))
     peer = load_peer_module()
-    peer.seed_setup(db)
+    peer.redlock_setup(db)
     with peer.redis_server() as port:
-        result = peer.run_seed(dsn, port, clients=2, seconds=1.0)
+        result = peer.run_redlock(dsn, port, clients=2, seconds=1.0)
     assert result.numbers > 0 and not result.errors
     assert result.duplicates() == 0
     # Every success bumped the sequence and wrote one audit row; a failure (the lock still taken after the
-    # seed's retries) wrote nothing.
-    current = db.execute("SELECT current_value FROM seed.document_numbering_sequences").fetchone()
-    audited = db.execute("SELECT count(*) FROM seed.document_numbering_audit_logs").fetchone()
+    # Redis-lock design's retries) wrote nothing.
+    current = db.execute("SELECT current_value FROM redlock.document_numbering_sequences").fetchone()
+    audited = db.execute("SELECT count(*) FROM redlock.document_numbering_audit_logs").fetchone()
     assert current == audited == (len(result.values),)
     assert sorted(result.values) == list(range(1, len(result.values) + 1))
 

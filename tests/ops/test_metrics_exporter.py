@@ -70,6 +70,7 @@ def test_a_scrape_has_every_family_and_moves_with_allocations_and_failures(
     define(db, "COR", "{TYPE}-{SEQ:5}", lock_timeout="200 milliseconds")
     define(db, "TINY", "{TYPE}-{SEQ}", max_value=1)
     with Exporter(dsn, "--validate-interval", "1h") as exporter:
+        exporter.validated()
         text = exporter.scrape_text()
         assert families(text) == FAMILIES
         before = samples(text)
@@ -103,19 +104,26 @@ def test_a_scrape_has_every_family_and_moves_with_allocations_and_failures(
     assert token is not None
 
 
+def scrape_until(
+    exporter: Exporter, done: Callable[[dict[Any, float]], bool], failure: str
+) -> dict[Any, float]:
+    """Scrape every 0.1 s until ``done`` holds of a scrape (at most 20 s): validation has its own clock."""
+    deadline = time.monotonic() + 20
+    while not done(found := exporter.scrape()):
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.1)
+    return found
+
+
 def test_an_unexplained_gap_shows_after_the_background_validation(db: Conn, dsn: str) -> None:
     define(db, "COR", "{TYPE}-{SEQ:5}")
     next_number(db, "COR")
+    gaps_key = ("numbering_unexplained_gaps", (("document_type", "COR"),))
     with Exporter(dsn, "--validate-interval", "0.2s") as exporter:
-        assert value(exporter.scrape(), "numbering_unexplained_gaps", document_type="COR") == 0
+        exporter.validated()
+        assert exporter.scrape()[gaps_key] == 0
         db.execute("UPDATE docnum.counter SET current_value = current_value + 3")  # planted as superuser
-        deadline = time.monotonic() + 20
-        while True:
-            found = exporter.scrape()
-            if value(found, "numbering_unexplained_gaps", document_type="COR") == 3:
-                break
-            assert time.monotonic() < deadline, "the gap never showed"
-            time.sleep(0.1)
+        found = scrape_until(exporter, lambda found: found[gaps_key] == 3, "the gap never showed")
         assert value(found, "numbering_integrity_findings", check="unexplained_gap") == 1
         assert value(found, "numbering_integrity_findings", check="duplicate_number") == 0
 

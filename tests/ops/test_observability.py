@@ -132,7 +132,7 @@ def test_dashboard_is_importable_and_every_panel_has_a_query() -> None:
         exprs = [target.get("expr", "").strip() for target in panel.get("targets", [])]
         assert exprs and all(exprs), f"panel {panel['title']!r} has a target without a query"
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
-    # The seed's panels are there, with the seed's utilization thresholds.
+    # The panels of the NestJS service's dashboard are there, with its utilization thresholds.
     for title in (
         "Numbers generated per minute",
         "Sequence utilization",

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +56,14 @@ class Exporter:
         response = httpx.get(self.url, timeout=10)
         response.raise_for_status()
         return response.text
+
+    def validated(self) -> None:
+        """Wait (polling, at most STARTUP_TIMEOUT) until the first background validation has ended: its
+        series (unexplained gaps, integrity findings) exist only from then on."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while "numbering_validation_timestamp_seconds" not in self.scrape_text():
+            assert time.monotonic() < deadline, "no background validation ended"
+            time.sleep(0.05)
 
     def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample, parsed by prometheus-client: {(sample name, sorted labels): value}."""

@@ -1,4 +1,4 @@
-"""``docnum load-test``: the seed's ``numbering:load-test``, printed for people or as one JSON document.
+"""``docnum load-test``: ``numbering:load-test`` of the NestJS service, for people or as one JSON document.
 
 ``docnum.cli`` registers it at its end (``register(app)``). The run and the checks are
 :mod:`docnum.ops.load_test`'s; this module reads the server's connection budget, shows a progress bar on

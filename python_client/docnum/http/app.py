@@ -1,13 +1,13 @@
 """The HTTP API of docnum: a thin FastAPI layer over the SQL functions, every rule left to the database.
 
 ``create_app(Settings.from_env())`` builds the ASGI application; ``docnum serve`` runs it under uvicorn.
-Paths, bodies and the ``{"success": true, "data": ...}`` envelope of the seed's three endpoints are kept
-(``POST /document-numbering/reserve``, ``/confirm``, ``/cancel``); every other operation of the SQL API has an
-endpoint beside them.  Each request: the bearer token is checked (:mod:`docnum.http.auth`), the number-issuing
-calls are rate limited per subject (:mod:`docnum.http.ratelimit`), then one transaction runs as the token's
-role (:mod:`docnum.http.db`) running the Python client's statement for the operation (the SQL is written
-once, in ``docnum.calls``), and any error becomes a problem response
-(:mod:`docnum.http.errors`).  The token's ``sub`` is the actor of everything recorded.
+Paths, bodies and the ``{"success": true, "data": ...}`` envelope of the NestJS service's three endpoints are
+kept (``POST /document-numbering/reserve``, ``/confirm``, ``/cancel``); every other operation of the SQL API
+has an endpoint beside them.  Each request: the bearer token is checked (:mod:`docnum.http.auth`), the
+number-issuing calls are rate limited per subject (:mod:`docnum.http.ratelimit`), then one transaction runs as
+the token's role (:mod:`docnum.http.db`) running the Python client's statement for the operation (the SQL is
+written once, in ``docnum.calls``), and any error becomes a problem response (:mod:`docnum.http.errors`).  The
+token's ``sub`` is the actor of everything recorded.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ T = TypeVar("T")
 
 
 class Envelope(JSONResponse):
-    """The seed's ``{"success": true, ...}`` body, encoded with the CLI's JSON conventions (times in ISO 8601,
-    UUIDs as text, decimals as numbers, intervals in seconds)."""
+    """The NestJS service's ``{"success": true, ...}`` body, encoded with the CLI's JSON conventions (times in
+    ISO 8601, UUIDs as text, decimals as numbers, intervals in seconds)."""
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, default=json_value, ensure_ascii=False, separators=(",", ":")).encode()
@@ -119,8 +119,8 @@ ISSUING_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def reservation_token(text: str) -> str:
-    """A reservation token as the SQL takes it; not a UUID: NB004 like any unknown token (the seed's 'not
-    found or expired')."""
+    """A reservation token as the SQL takes it; not a UUID: NB004 like any unknown token (the NestJS
+    service's 'not found or expired')."""
     try:
         return str(uuid.UUID(text))
     except ValueError:

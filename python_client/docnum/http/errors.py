@@ -2,11 +2,11 @@
 
 The database decides what went wrong (an ``NBxxx`` SQLSTATE, turned into a :class:`docnum.errors.DocnumError`
 by the client's single mapping); this module only picks the HTTP status for each code and lays the problem
-out: ``type``, ``title``, ``status``, ``detail`` (the database's message and DETAIL), ``instance`` (the
-path), and the extension members ``code`` (``NB001``...), ``hint`` (the database's, in neutral words),
-``parameter`` (the request field, path or query parameter, header or token claim at fault: the error's
-COLUMN, named as this API names it) and ``success: false`` (the seed's envelope).  No stack trace and no
-internal text ever reaches a client: anything unexpected is logged here and answered with a bare 500.
+out: ``type``, ``title``, ``status``, ``detail`` (the database's message and DETAIL), ``instance`` (the path),
+and the extension members ``code`` (``NB001``...), ``hint`` (the database's, in neutral words), ``parameter``
+(the request field, path or query parameter, header or token claim at fault: the error's COLUMN, named as this
+API names it) and ``success: false`` (the NestJS service's envelope).  No stack trace and no internal text
+ever reaches a client: anything unexpected is logged here and answered with a bare 500.
 """
 
 from __future__ import annotations

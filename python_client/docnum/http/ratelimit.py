@@ -1,8 +1,8 @@
 """A per-subject rate limit on the calls that issue numbers (reserve, next, batches): a token bucket per sub.
 
-Each subject may make ``limit`` such requests a minute (the seed's ``@Throttle(100, 60)``), in bursts of up to
-``limit``; the bucket refills continuously.  A request over the limit gets 429 with ``Retry-After`` (whole
-seconds until one call is allowed again) and runs nothing.
+Each subject may make ``limit`` such requests a minute (the NestJS service's ``@Throttle(100, 60)``), in
+bursts of up to ``limit``; the bucket refills continuously.  A request over the limit gets 429 with
+``Retry-After`` (whole seconds until one call is allowed again) and runs nothing.
 
 The buckets live in this process's memory: with several server processes (or hosts) each enforces the limit
 on its own share of the traffic.  Put a shared limiter in the proxy in front when that matters.

@@ -1,11 +1,10 @@
 """``docnum load-test``: concurrent allocations of one type over a pool of real connections, then proof.
 
-The seed's ``numbering:load-test --type COR --requests 1000 --concurrency 100``. Each request is one
+The NestJS service's ``numbering:load-test --type COR --requests 1000 --concurrency 100``. Each request is one
 ``reserve_number`` followed by its ``confirm_number`` (mode ``reserve``), or one ``next_number`` (mode
 ``next``), each call its own transaction from a :class:`psycopg_pool.ConnectionPool` of ``concurrency``
-connections driven by as many threads; its latency (both calls together in mode ``reserve``) is measured
-with :func:`time.perf_counter`.  The pool is never larger than the server allows: see
-:func:`connection_budget`.
+connections driven by as many threads; its latency (both calls together in mode ``reserve``) is measured with
+:func:`time.perf_counter`.  The pool is never larger than the server allows: see :func:`connection_budget`.
 
 Then the database is asked, not the threads: every number received is exactly one ledger row in the state
 the run left it in, the run's sequence values of each counter form one contiguous range (values that other

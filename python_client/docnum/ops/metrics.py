@@ -6,9 +6,10 @@ comment in sql/60_reports.sql). Unexplained gaps need a look at the whole ledger
 scrape: a background thread runs ``docnum.gaps()`` and ``docnum.validate()`` every ``validate_interval``
 seconds and the scrape reports its last result with the time it finished.
 
-The metric names follow the seed design (``numbering_sequences_total``, ``numbering_sequence_current``,
-``numbering_sequence_utilization``, ``numbering_lock_wait_seconds``, ``numbering_lock_failures_total``,
-``numbering_manual_overrides_total``); docs/operations.md lists every family.
+The metric names follow the NestJS numbering service's (``numbering_sequences_total``,
+``numbering_sequence_current``, ``numbering_sequence_utilization``, ``numbering_lock_wait_seconds``,
+``numbering_lock_failures_total``, ``numbering_manual_overrides_total``); docs/operations.md lists every
+family.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ TAGS: list[str | Enum] = ["administration"]
     f"{PREFIX}/manual",
     status_code=201,
     tags=TAGS,
-    summary="Record a number chosen by a person (the seed's manual override; docnum_admin).",
+    summary="Record a number chosen by a person (a manual override; docnum_admin).",
     responses=ERROR_RESPONSES,
 )
 async def manual(request: Request, body: ManualBody, caller: Caller) -> JSONResponse:

@@ -234,3 +234,43 @@ def test_the_client_keeps_the_hint_and_the_column_as_the_database_sent_them(
         == "Give the project identifier as the scope value, e.g. PRJ-7."
     )
     assert error.column == raised.value.diag.column_name == "scope"
+
+
+def test_each_interface_name_is_one_that_interface_really_has() -> None:
+    """The tables name real things: every CLI name is an option or argument of some command, every HTTP name
+    a body field, a path, query or header parameter of some route, or the token's subject."""
+    import typer.main
+
+    from docnum.cli.commands import app as cli
+    from docnum.http.app import create_app
+    from docnum.http.bodies import ImportBody
+    from docnum.http.settings import Settings
+
+    group: Any = typer.main.get_command(cli)
+    cli_names: set[str] = set()
+    for command in group.commands.values():
+        for parameter in command.params:
+            cli_names.update(parameter.opts)
+            if parameter.param_type_name == "argument":
+                cli_names.add(str(parameter.metavar or parameter.name.upper()))
+    unknown = {
+        column: name for column, name in CLI_NAMES.items() if name is not None and name not in cli_names
+    }
+    assert not unknown, f"names no docnum command has: {unknown}"
+
+    spec = create_app(Settings(dsn="postgresql:///unused", jwt_secret="x" * 32)).openapi()
+    http_names = {"sub"}  # the actor: the token's subject claim
+    http_names.update(ImportBody.model_fields)  # the import route reads its body itself (JSON or CSV)
+    http_names.update(
+        parameter["name"]
+        for path in spec["paths"].values()
+        for operation in path.values()
+        for parameter in operation.get("parameters", [])
+    )
+    http_names.update(
+        name for schema in spec["components"]["schemas"].values() for name in schema.get("properties", {})
+    )
+    unknown = {
+        column: name for column, name in HTTP_NAMES.items() if name is not None and name not in http_names
+    }
+    assert not unknown, f"names no HTTP route takes: {unknown}"

@@ -253,7 +253,7 @@ def _is_broken_pipe(exc: BaseException) -> bool:
 
 
 def _column_of(exc: BaseException) -> str | None:
-    """The COLUMN field of an error (the SQL argument at fault), from it or the psycopg error under it."""
+    """The COLUMN field of an error: the SQL name of the argument at fault, or None."""
     if isinstance(exc, DocnumError):
         return exc.column
     if isinstance(exc, psycopg.Error):
